@@ -1,0 +1,30 @@
+/*
+ * balance.c - choosing a worker for a new request (master, front loop).
+ * The front counts every worker's in-flight requests itself, so
+ * least-connections is exact rather than a kernel accept race. Ties are
+ * broken round-robin from a moving cursor: with nothing in flight,
+ * sequential requests still spread over all workers.
+ */
+#include "gateway.h"
+
+gw_worker_t *gw_balance_pick(gw_balance_mode_t mode, gw_worker_t *workers,
+                             unsigned n, unsigned max_inflight, unsigned *cursor)
+{
+    gw_worker_t *best = NULL;
+    unsigned best_i = 0;
+
+    if (n == 0) return NULL;
+    unsigned start = *cursor % n;
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = (start + k) % n;
+        gw_worker_t *w = &workers[i];
+        if (w->state != GW_WORKER_READY || w->inflight >= max_inflight)
+            continue;
+        if (mode == GW_BALANCE_RR) { best = w; best_i = i; break; }
+        /* strict '<' keeps the first in cursor order among equals */
+        if (!best || w->inflight < best->inflight) { best = w; best_i = i; }
+        if (best->inflight == 0) break;   /* cannot do better */
+    }
+    if (best) *cursor = best_i + 1;
+    return best;
+}

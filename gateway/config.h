@@ -1,0 +1,60 @@
+/*
+ * config.h - the gateway's settings: one table (config.c) holds every flag's
+ * name, default, limits and help text; `gateway --help` is generated from it.
+ * Parsed once in the master at start-up.
+ */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "http1.h"
+
+#define GW_VERSION_STRING "0.1.0"
+#define GW_SERVER_HEADER  "gateway/" GW_VERSION_STRING
+#define GW_MAX_WORKERS    1024
+#define GW_MAX_BINDS      32
+
+typedef enum {
+    GW_BALANCE_LEASTCONN = 0,
+    GW_BALANCE_RR
+} gw_balance_mode_t;
+
+typedef struct {
+    const char       *binds[GW_MAX_BINDS];
+    size_t            nbinds;
+    unsigned          workers;
+    gw_balance_mode_t balance;
+    int               preload;
+    unsigned          max_inflight;     /* per worker */
+    unsigned          max_queue;        /* requests waiting for a worker */
+    double            keepalive;        /* idle keep-alive timeout, s */
+    double            header_timeout;   /* s to receive a whole head */
+    double            body_timeout;     /* s between body reads */
+    double            send_timeout;     /* s without write progress */
+    double            queue_timeout;    /* s a request may wait for a worker */
+    double            graceful_timeout; /* s for in-flight work on TERM */
+    double            boot_timeout;     /* s for a worker to report READY */
+    unsigned          heartbeat_ms;     /* worker heartbeat period */
+    unsigned          window;           /* per-stream flow-control window */
+    gw_http1_limits_t limits;
+    int               log_level;
+    int               backlog;
+    const char       *app_path;
+    const char       *app_symbol;
+    char              app_buf[4096];    /* storage for APP split */
+} gw_config_t;
+
+/*
+ * Fill cfg from defaults, the environment (WEB_CONCURRENCY) and argv.
+ * Returns 0 to go on, 1 when --help/--version was printed (exit 0), or -1
+ * after printing one "gateway: ..." line on stderr (exit 2).
+ */
+int gw_config_parse(gw_config_t *cfg, int argc, char **argv);
+
+/* Print the man-style help generated from the option table. */
+void gw_config_usage(FILE *out);
+
+#endif /* GW_CONFIG_H */

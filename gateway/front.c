@@ -1,0 +1,1098 @@
+/*
+ * front.c - the HTTP/1.x front (master process, default loop): accept,
+ * read and parse requests strictly, dispatch them to workers as streams,
+ * forward request bodies under flow control, frame responses for the client,
+ * enforce timeouts, and answer errors itself.
+ *
+ * One request per connection is in progress at a time; pipelined requests
+ * wait, unparsed, in the connection's input buffer, so responses leave in
+ * request order by construction (nginx does the same).
+ *
+ * Connection states:
+ *
+ *   accept -> HEAD --head parsed--> REQUEST --response done, keep-alive--> IDLE
+ *               ^                      |                                   |
+ *               +------ first byte ----+--------------- first byte --------+
+ *   error, close, Connection: close, stop  ->  CLOSING (flush) -> LINGER -> freed
+ *
+ * Output to clients and to workers is queued and written once per loop
+ * iteration (ev_prepare in main.c), which batches many frames per syscall.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gateway.h"
+#include "log.h"
+
+#define IN_INIT        (16 * 1024)
+#define OUT_LOW_WATER  (64 * 1024)      /* return response credit below this */
+#define LINGER_SECONDS 2.0
+#define ACCEPT_BATCH   64
+
+typedef enum {
+    CONN_IDLE = 0,   /* keep-alive: waiting for the next request */
+    CONN_HEAD,       /* reading a request head */
+    CONN_REQUEST,    /* a request is queued, at a worker, or responding */
+    CONN_CLOSING,    /* last bytes being written, then LINGER */
+    CONN_LINGER      /* write side shut; discarding input until EOF/timer */
+} conn_state_t;
+
+struct gw_conn_s {
+    ev_io          rio, wio;
+    ev_timer       timer;
+    int            fd;
+    conn_state_t   state;
+    gw_listener_t *lst;
+    uint64_t       id;
+    char           peer[64];
+    char          *in;              /* unconsumed input is in[in_pos..in_len) */
+    size_t         in_pos, in_len, in_cap;
+    char          *out;             /* unsent output is out[out_pos..out_len) */
+    size_t         out_pos, out_len, out_cap;
+    gw_req_t      *req;             /* the request in progress, if any */
+    double         timer_for;       /* current timer length (0 = stopped) */
+    int            timer_state;     /* state the timer was armed for */
+    unsigned       closed:1, flush_queued:1, reading:1, writing:1;
+    gw_conn_t     *flush_next;
+    gw_conn_t     *prev, *next;     /* all live connections */
+    gw_conn_t     *free_next;       /* closed, freed in the prepare hook */
+};
+
+struct gw_req_s {
+    gw_conn_t         *conn;        /* NULL once the client is gone */
+    gw_worker_t       *worker;      /* NULL while queued */
+    uint32_t           stream;
+    gw_req_t          *qnext, *qprev;
+    gw_http1_body_t    body_kind;
+    uint64_t           body_left;   /* Content-Length bytes not yet forwarded */
+    gw_http1_chunked_t chunked;
+    uint32_t           req_window;  /* body bytes we may still send */
+    uint64_t           resp_unacked;/* response data taken, not yet credited */
+    uint64_t           resp_left;   /* declared response length left, if known */
+    unsigned           queued:1, head_only:1, keepalive:1, body_done:1,
+                       resp_started:1, resp_done:1, resp_chunked:1,
+                       resp_has_length:1, resp_no_body:1, expect_continue:1,
+                       http10:1;
+};
+
+static gw_conn_t *conns;            /* all live connections */
+static gw_conn_t *flush_head;
+static gw_conn_t *free_head;
+static gw_req_t  *queue_head, *queue_tail;
+static unsigned   queue_len;
+static unsigned   nconns;
+static uint64_t   next_conn_id = 1;
+
+/* Parser output storage: the front is single-threaded. */
+static gw_http1_header_t parse_hdrs[1024];
+static gwp_header_t      wire_hdrs[1024];
+
+static void conn_process(gw_conn_t *c);
+static void conn_close(gw_conn_t *c);
+static void conn_schedule_flush(gw_conn_t *c);
+static void conn_update_io(gw_conn_t *c);
+static void req_send(gw_req_t *r, gw_worker_t *w);
+static void req_forward_body(gw_req_t *r);
+static void req_detach_worker(gw_req_t *r, int cancel, const char *reason);
+static void req_free(gw_req_t *r);
+
+/* ---- small buffer helpers ---- */
+
+static int out_reserve(gw_conn_t *c, size_t n)
+{
+    if (c->out_pos == c->out_len) c->out_pos = c->out_len = 0;
+    if (c->out_cap - c->out_len >= n) return 0;
+    if (c->out_pos > 0) {
+        memmove(c->out, c->out + c->out_pos, c->out_len - c->out_pos);
+        c->out_len -= c->out_pos;
+        c->out_pos = 0;
+        if (c->out_cap - c->out_len >= n) return 0;
+    }
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap - c->out_len < n) cap *= 2;
+    char *p = realloc(c->out, cap);
+    if (!p) return -1;
+    c->out = p;
+    c->out_cap = cap;
+    return 0;
+}
+
+static inline void out_put(gw_conn_t *c, const void *p, size_t n)
+{
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+}
+
+#define OUT_LIT(c, s) out_put((c), (s), sizeof(s) - 1)
+
+static size_t out_pending(const gw_conn_t *c) { return c->out_len - c->out_pos; }
+
+/* The Date header, formatted at most once a second. */
+static const char *http_date(size_t *len)
+{
+    static char buf[40];
+    static time_t cached = -1;
+    static size_t blen;
+    time_t now = (time_t)ev_now(gw.loop);
+    if (now != cached) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        blen = strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached = now;
+    }
+    *len = blen;
+    return buf;
+}
+
+static size_t fmt_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (size_t i = 0; i < n; i++) p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* ---- timers ---- */
+
+static void conn_set_timer(gw_conn_t *c, double seconds)
+{
+    if (seconds <= 0) {
+        if (c->timer_for > 0) ev_timer_stop(gw.loop, &c->timer);
+        c->timer_for = 0;
+        return;
+    }
+    c->timer_for = seconds;
+    c->timer.repeat = seconds;
+    ev_timer_again(gw.loop, &c->timer);
+}
+
+/* ---- error responses from the front itself ---- */
+
+static void write_simple(gw_conn_t *c, int status, const char *why,
+                         const char *extra, int keepalive)
+{
+    char body[256];
+    const char *reason = gw_http1_reason(status);
+    int blen = snprintf(body, sizeof(body), "%d %s%s%s\n", status, reason,
+                        why ? ": " : "", why ? why : "");
+    if (blen < 0) blen = 0;
+    if ((size_t)blen >= sizeof(body)) blen = sizeof(body) - 1;
+    size_t dlen;
+    const char *date = http_date(&dlen);
+    char head[512];
+    int hlen = snprintf(head, sizeof(head),
+                        "HTTP/1.1 %d %s\r\nServer: " GW_SERVER_HEADER "\r\nDate: %.*s\r\n"
+                        "Content-Type: text/plain\r\nContent-Length: %d\r\n%s%s\r\n",
+                        status, reason, (int)dlen, date, blen, extra ? extra : "",
+                        keepalive ? "" : "Connection: close\r\n");
+    if (out_reserve(c, (size_t)hlen + (size_t)blen) < 0) return;
+    out_put(c, head, (size_t)hlen);
+    out_put(c, body, (size_t)blen);
+    if (status >= 500) gw.responses_5xx++;
+}
+
+/* Answer with an error and close: the request's framing is not trusted. */
+static void conn_fail(gw_conn_t *c, int status, const char *why, const char *extra)
+{
+    if (status >= 500 || gw_log_get_level() <= GW_LOG_DEBUG)
+        gw_log(status >= 500 ? GW_LOG_INFO : GW_LOG_DEBUG, "#%llu %s: %d %s",
+               (unsigned long long)c->id, c->peer, status, why ? why : "");
+    if (c->req) {
+        gw_req_t *r = c->req;
+        c->req = NULL;
+        r->conn = NULL;
+        if (r->worker) req_detach_worker(r, 1, "client-error");
+        req_free(r);
+    }
+    write_simple(c, status, why, extra, 0);
+    c->state = CONN_CLOSING;
+    conn_schedule_flush(c);
+    conn_update_io(c);
+}
+
+/* ---- connection lifecycle ---- */
+
+static void conn_free_now(gw_conn_t *c)
+{
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+static void conn_close(gw_conn_t *c)
+{
+    if (c->closed) return;
+    c->closed = 1;
+    ev_io_stop(gw.loop, &c->rio);
+    ev_io_stop(gw.loop, &c->wio);
+    ev_timer_stop(gw.loop, &c->timer);
+    if (c->req) {
+        gw_req_t *r = c->req;
+        c->req = NULL;
+        r->conn = NULL;
+        if (r->queued) {
+            if (r->qprev) r->qprev->qnext = r->qnext; else queue_head = r->qnext;
+            if (r->qnext) r->qnext->qprev = r->qprev; else queue_tail = r->qprev;
+            queue_len--;
+            r->queued = 0;
+        }
+        if (r->worker) req_detach_worker(r, 1, "client-gone");
+        req_free(r);
+    }
+    close(c->fd);
+    c->fd = -1;
+    if (c->prev) c->prev->next = c->next; else conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    nconns--;
+    /* Freed after this loop iteration: it may still be on the call stack. */
+    c->free_next = free_head;
+    free_head = c;
+}
+
+/* Everything written: close, or after an error, shut down and linger so
+ * the client reads the answer before it sees a reset. */
+static void conn_closing_done(gw_conn_t *c)
+{
+    if (shutdown(c->fd, SHUT_WR) < 0) { conn_close(c); return; }
+    c->state = CONN_LINGER;
+    c->in_pos = c->in_len = 0;
+    conn_set_timer(c, LINGER_SECONDS);
+    conn_update_io(c);
+}
+
+static void conn_flush(gw_conn_t *c)
+{
+    while (out_pending(c) > 0) {
+        ssize_t n = send(c->fd, c->out + c->out_pos, out_pending(c), MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_pos += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        conn_close(c);   /* EPIPE, ECONNRESET: the client is gone */
+        return;
+    }
+    gw_req_t *r = c->req;
+    if (out_pending(c) == 0) {
+        c->out_pos = c->out_len = 0;
+        if (c->out_cap > 256 * 1024) {   /* give burst buffers back */
+            free(c->out);
+            c->out = NULL;
+            c->out_cap = 0;
+        }
+    }
+    /* Return response credit once the client has taken the bytes. */
+    if (r && r->worker && r->resp_unacked > 0 && out_pending(c) < OUT_LOW_WATER) {
+        uint32_t credit = r->resp_unacked > UINT32_MAX ? UINT32_MAX : (uint32_t)r->resp_unacked;
+        if (gwp_encode_window(&r->worker->out, r->stream, credit) == 0) {
+            r->resp_unacked -= credit;
+            gw_worker_schedule_flush(r->worker);
+        }
+    }
+    if (out_pending(c) == 0 && c->state == CONN_CLOSING) {
+        conn_closing_done(c);
+        return;
+    }
+    conn_update_io(c);
+}
+
+static void conn_schedule_flush(gw_conn_t *c)
+{
+    if (c->flush_queued || c->closed) return;
+    c->flush_queued = 1;
+    c->flush_next = flush_head;
+    flush_head = c;
+}
+
+void gw_front_flush_all(void)
+{
+    while (flush_head) {
+        gw_conn_t *c = flush_head;
+        flush_head = c->flush_next;
+        c->flush_queued = 0;
+        if (!c->closed) conn_flush(c);
+    }
+    while (free_head) {
+        gw_conn_t *c = free_head;
+        free_head = c->free_next;
+        conn_free_now(c);
+    }
+}
+
+/* Read when there is room and a reason to; write when output waits. Also
+ * picks the timer for the state the connection is in. */
+static void conn_update_io(gw_conn_t *c)
+{
+    if (c->closed) return;
+    int want_read;
+    size_t buffered = c->in_len - c->in_pos;
+    size_t cap_max = gw.cfg.limits.head + 1 > IN_INIT * 4 ? gw.cfg.limits.head + 1 : IN_INIT * 4;
+    switch (c->state) {
+    case CONN_CLOSING: want_read = 0; break;
+    case CONN_LINGER:  want_read = 1; break;
+    default:           want_read = buffered < cap_max; break;
+    }
+    if (want_read && !c->reading) { ev_io_start(gw.loop, &c->rio); c->reading = 1; }
+    if (!want_read && c->reading) { ev_io_stop(gw.loop, &c->rio); c->reading = 0; }
+    int want_write = out_pending(c) > 0;
+    if (want_write && !c->writing) { ev_io_start(gw.loop, &c->wio); c->writing = 1; }
+    if (!want_write && c->writing) { ev_io_stop(gw.loop, &c->wio); c->writing = 0; }
+
+    double t = 0;
+    gw_req_t *r = c->req;
+    switch (c->state) {
+    case CONN_IDLE:    t = gw.cfg.keepalive; break;
+    case CONN_HEAD:    t = gw.cfg.header_timeout; break;
+    case CONN_CLOSING: t = gw.cfg.send_timeout; break;
+    case CONN_LINGER:  t = c->timer_for > 0 ? c->timer_for : LINGER_SECONDS; break;
+    case CONN_REQUEST:
+        if (r && r->queued) t = gw.cfg.queue_timeout;
+        else if (want_write) t = gw.cfg.send_timeout;
+        else if (r && !r->body_done && r->req_window > 0) t = gw.cfg.body_timeout;
+        else t = 0;   /* waiting on the app: its deadline is the worker's business */
+        break;
+    }
+    /* Keep a running timer running (it measures silence, re-armed on
+     * progress by the callers); switch only when the length changes. */
+    if (t != c->timer_for || (int)c->state != c->timer_state ||
+        (t > 0 && !ev_is_active(&c->timer))) {
+        c->timer_state = (int)c->state;
+        conn_set_timer(c, t);
+    }
+}
+
+static void conn_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_conn_t *c = (gw_conn_t *)((char *)t - offsetof(gw_conn_t, timer));
+    gw_req_t *r = c->req;
+    switch (c->state) {
+    case CONN_IDLE:
+    case CONN_LINGER:
+        conn_close(c);
+        return;
+    case CONN_HEAD:
+        if (c->in_len > c->in_pos) conn_fail(c, 408, "request head not received in time", NULL);
+        else conn_close(c);
+        return;
+    case CONN_CLOSING:
+        conn_close(c);
+        return;
+    case CONN_REQUEST:
+        if (r && r->queued) {
+            gw.rejected_503++;
+            conn_fail(c, 503, "no worker available", "Retry-After: 1\r\n");
+        } else if (out_pending(c) > 0 || (r && r->resp_started)) {
+            gw_info("#%llu %s: client accepted no data for %.0f s; closing",
+                    (unsigned long long)c->id, c->peer, gw.cfg.send_timeout);
+            conn_close(c);
+        } else {
+            conn_fail(c, 408, "request body not received in time", NULL);
+        }
+        return;
+    }
+}
+
+static void conn_on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    gw_conn_t *c = (gw_conn_t *)((char *)io - offsetof(gw_conn_t, wio));
+    size_t before = out_pending(c);
+    conn_flush(c);
+    if (!c->closed && out_pending(c) < before && c->timer_for > 0)
+        ev_timer_again(gw.loop, &c->timer);   /* progress resets the send timer */
+}
+
+static void conn_on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    gw_conn_t *c = (gw_conn_t *)((char *)io - offsetof(gw_conn_t, rio));
+
+    if (c->state == CONN_LINGER) {
+        char sink[16384];
+        ssize_t n = read(c->fd, sink, sizeof(sink));
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_close(c);
+        return;
+    }
+    /* Compact, then grow up to the cap. */
+    if (c->in_pos > 0) {
+        if (c->in_pos == c->in_len) c->in_pos = c->in_len = 0;
+        else if (c->in_cap - c->in_len < 4096) {
+            memmove(c->in, c->in + c->in_pos, c->in_len - c->in_pos);
+            c->in_len -= c->in_pos;
+            c->in_pos = 0;
+        }
+    }
+    size_t cap_max = gw.cfg.limits.head + 1 > IN_INIT * 4 ? gw.cfg.limits.head + 1 : IN_INIT * 4;
+    if (c->in_cap - c->in_len < 2048 && c->in_cap < cap_max) {
+        size_t ncap = c->in_cap ? c->in_cap * 2 : IN_INIT;
+        if (ncap > cap_max) ncap = cap_max;
+        char *p = realloc(c->in, ncap);
+        if (!p) { conn_close(c); return; }
+        c->in = p;
+        c->in_cap = ncap;
+    }
+    size_t room = c->in_cap - c->in_len;
+    if (room == 0) { conn_update_io(c); return; }
+    ssize_t n = read(c->fd, c->in + c->in_len, room);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+        conn_close(c);
+        return;
+    }
+    if (n == 0) {
+        /* The client closed (or half-closed). A request in progress is
+         * abandoned: its worker is told with CANCEL (conn_close). */
+        conn_close(c);
+        return;
+    }
+    c->in_len += (size_t)n;
+    if (c->state == CONN_IDLE) c->state = CONN_HEAD;
+    else if (c->timer_for > 0 && c->state == CONN_REQUEST) ev_timer_again(gw.loop, &c->timer);
+    conn_process(c);
+}
+
+/* ---- requests ---- */
+
+static void req_free(gw_req_t *r)
+{
+    free(r);
+}
+
+/* Remove r from its worker's stream table; CANCEL tells the worker. */
+static void req_detach_worker(gw_req_t *r, int cancel, const char *reason)
+{
+    gw_worker_t *w = r->worker;
+    if (!w) return;
+    gw_streams_del(&w->streams, r->stream);
+    if (w->inflight > 0) w->inflight--;
+    if (cancel && w->fd >= 0 && gwp_encode_cancel(&w->out, r->stream, reason) == 0)
+        gw_worker_schedule_flush(w);
+    r->worker = NULL;
+    /* capacity freed: a waiting request may go */
+    if (queue_head) gw_front_dispatch_queue();
+}
+
+static void queue_push(gw_req_t *r)
+{
+    r->queued = 1;
+    r->qnext = NULL;
+    r->qprev = queue_tail;
+    if (queue_tail) queue_tail->qnext = r; else queue_head = r;
+    queue_tail = r;
+    queue_len++;
+}
+
+static gw_req_t *queue_pop(void)
+{
+    gw_req_t *r = queue_head;
+    if (!r) return NULL;
+    queue_head = r->qnext;
+    if (queue_head) queue_head->qprev = NULL; else queue_tail = NULL;
+    queue_len--;
+    r->queued = 0;
+    r->qnext = r->qprev = NULL;
+    return r;
+}
+
+void gw_front_dispatch_queue(void)
+{
+    static int running;
+    if (running) return;     /* req_send may free capacity re-entrantly */
+    running = 1;
+    while (queue_head) {
+        gw_worker_t *w = gw_balance_pick(gw.cfg.balance, gw.workers, gw.nworkers,
+                                         gw.cfg.max_inflight, &gw.rr_cursor);
+        if (!w) break;
+        gw_req_t *r = queue_pop();
+        req_send(r, w);
+        if (r->conn) conn_update_io(r->conn);
+    }
+    running = 0;
+}
+
+static void req_encode(gw_req_t *r, gw_worker_t *w, const gw_http1_request_t *h, size_t hl);
+
+/* A parsed head: pick a worker (or queue) and send REQUEST. */
+static void req_start(gw_conn_t *c, const gw_http1_request_t *h, size_t hl)
+{
+    gw_req_t *r = calloc(1, sizeof(*r));
+    if (!r) { conn_fail(c, 503, "out of memory", "Retry-After: 1\r\n"); return; }
+    r->conn = c;
+    r->body_kind = h->body;
+    r->body_left = h->body == GW_HTTP1_BODY_LENGTH ? h->content_length : 0;
+    r->body_done = h->body == GW_HTTP1_BODY_NONE;
+    r->keepalive = h->keepalive && !gw.stopping;
+    r->expect_continue = h->expect_continue;
+    r->http10 = h->minor == 0;
+    r->head_only = h->method.len == 4 && memcmp(h->method.ptr, "HEAD", 4) == 0;
+    r->req_window = gw.cfg.window;
+    if (h->body == GW_HTTP1_BODY_CHUNKED) gw_http1_chunked_init(&r->chunked);
+    c->req = r;
+    c->state = CONN_REQUEST;
+    gw.requests++;
+
+    gw_worker_t *w = NULL;
+    if (!queue_head)
+        w = gw_balance_pick(gw.cfg.balance, gw.workers, gw.nworkers, gw.cfg.max_inflight,
+                            &gw.rr_cursor);
+    if (w) { req_encode(r, w, h, hl); return; }
+    if (queue_len >= gw.cfg.max_queue) {
+        gw.rejected_503++;
+        conn_fail(c, 503, "all workers busy", "Retry-After: 1\r\n");
+        return;
+    }
+    queue_push(r);
+}
+
+/* A queued request leaves the queue: its head is still unconsumed at
+ * in[in_pos..], so it is parsed again for the borrowed strings. */
+static void req_send(gw_req_t *r, gw_worker_t *w)
+{
+    gw_conn_t *c = r->conn;
+    if (!c) { req_free(r); return; }
+    gw_http1_request_t h;
+    gw_http1_error_t err;
+    memset(&h, 0, sizeof(h));
+    h.headers = parse_hdrs;
+    h.max_headers = sizeof(parse_hdrs) / sizeof(parse_hdrs[0]);
+    ssize_t hl = gw_http1_parse_request(c->in + c->in_pos, c->in_len - c->in_pos,
+                                        &gw.cfg.limits, &h, &err);
+    if (hl <= 0) {   /* cannot happen: it parsed before */
+        conn_fail(c, 500, "internal error", NULL);
+        return;
+    }
+    req_encode(r, w, &h, (size_t)hl);
+}
+
+static void req_encode(gw_req_t *r, gw_worker_t *w, const gw_http1_request_t *h, size_t hl)
+{
+    gw_conn_t *c = r->conn;
+    for (size_t i = 0; i < h->nheaders; i++) {
+        wire_hdrs[i].name.ptr = h->headers[i].name.ptr;
+        wire_hdrs[i].name.len = h->headers[i].name.len;
+        wire_hdrs[i].value.ptr = h->headers[i].value.ptr;
+        wire_hdrs[i].value.len = h->headers[i].value.len;
+    }
+    gwp_request_t m = {
+        .method = { h->method.ptr, h->method.len },
+        .target = { h->target.ptr, h->target.len },
+        .path = { h->path.ptr, h->path.len },
+        .query = { h->query.ptr, h->query.len },
+        .http_minor = (uint8_t)h->minor,
+        .headers = wire_hdrs,
+        .nheaders = (uint32_t)h->nheaders,
+        .peer = { c->peer, strlen(c->peer) },
+        .server = { c->lst->addr, strlen(c->lst->addr) },
+        .scheme = { "http", 4 },
+        .content_length = h->body == GW_HTTP1_BODY_CHUNKED ? -1
+                        : h->body == GW_HTTP1_BODY_LENGTH ? (int64_t)h->content_length : 0,
+        .keepalive = (uint8_t)h->keepalive,
+    };
+    uint32_t stream = w->next_stream++;
+    if (w->next_stream == 0) w->next_stream = 1;
+    int rc = gwp_encode_request(&w->out, stream, r->body_done ? GWP_F_END : 0, &m);
+    if (rc < 0 || gw_streams_put(&w->streams, stream, r) < 0) {
+        conn_fail(c, rc == -EMSGSIZE ? 431 : 503, "request too large to forward", NULL);
+        return;
+    }
+    c->in_pos += hl;
+    r->worker = w;
+    r->stream = stream;
+    w->inflight++;
+    gw_worker_schedule_flush(w);
+
+    if (!r->body_done) {
+        if (r->expect_continue && !r->http10 && c->in_len == c->in_pos &&
+            out_reserve(c, 25) == 0) {
+            OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
+            conn_schedule_flush(c);
+        }
+        req_forward_body(r);
+    }
+}
+
+/* Move body bytes from the connection's buffer to the worker, within the
+ * stream's window. Chunked coding is decoded here; the worker gets data. */
+static void req_forward_body(gw_req_t *r)
+{
+    gw_conn_t *c = r->conn;
+    gw_worker_t *w = r->worker;
+    if (!c || !w) return;
+    int sent = 0;
+    while (!r->body_done && r->req_window > 0 && c->in_len > c->in_pos) {
+        size_t avail = c->in_len - c->in_pos;
+        size_t lim = avail;
+        if (lim > r->req_window) lim = r->req_window;
+        if (lim > GWP_MAX_DATA) lim = GWP_MAX_DATA;
+        if (r->body_kind == GW_HTTP1_BODY_LENGTH) {
+            if (lim > r->body_left) lim = (size_t)r->body_left;
+            int last = lim == r->body_left;
+            if (gwp_encode_data(&w->out, GWP_MSG_BODY, r->stream, last ? GWP_F_END : 0,
+                                c->in + c->in_pos, lim) < 0) break;
+            c->in_pos += lim;
+            r->body_left -= lim;
+            r->req_window -= (uint32_t)lim;
+            r->body_done = last;
+            sent = 1;
+        } else {
+            gw_str_t data = { NULL, 0 };
+            gw_http1_error_t err;
+            ssize_t used = gw_http1_chunked_decode(&r->chunked, c->in + c->in_pos, lim,
+                                                   &gw.cfg.limits, &data, &err);
+            if (used < 0) {
+                if (r->resp_started) { conn_close(c); return; }
+                conn_fail(c, err.status, err.why, NULL);
+                return;
+            }
+            c->in_pos += (size_t)used;
+            if (data.len > 0 || r->chunked.done) {
+                if (gwp_encode_data(&w->out, GWP_MSG_BODY, r->stream,
+                                    r->chunked.done ? GWP_F_END : 0, data.ptr, data.len) < 0)
+                    break;
+                r->req_window -= (uint32_t)data.len;
+                sent = 1;
+            }
+            if (r->chunked.done) r->body_done = 1;
+            else if (used == 0) break;   /* need more bytes */
+        }
+    }
+    if (sent) gw_worker_schedule_flush(w);
+}
+
+/* Parse heads from the buffer and drive the request in progress. */
+static void conn_process(gw_conn_t *c)
+{
+    while (!c->closed) {
+        if (c->state == CONN_CLOSING || c->state == CONN_LINGER) break;
+        if (c->req) {
+            gw_req_t *r = c->req;
+            if (r->worker && !r->body_done) req_forward_body(r);
+            break;
+        }
+        if (c->in_len == c->in_pos) {
+            c->state = CONN_IDLE;
+            if (c->in_cap > IN_INIT) {   /* idle connections give buffers back */
+                free(c->in);
+                c->in = NULL;
+                c->in_cap = c->in_pos = c->in_len = 0;
+            }
+            if (gw.stopping) { conn_close(c); return; }
+            break;
+        }
+        c->state = CONN_HEAD;
+        gw_http1_request_t h;
+        gw_http1_error_t err;
+        memset(&h, 0, sizeof(h));
+        h.headers = parse_hdrs;
+        h.max_headers = sizeof(parse_hdrs) / sizeof(parse_hdrs[0]);
+        ssize_t hl = gw_http1_parse_request(c->in + c->in_pos, c->in_len - c->in_pos,
+                                            &gw.cfg.limits, &h, &err);
+        if (hl == GW_HTTP1_AGAIN) break;
+        if (hl < 0) {
+            conn_fail(c, err.status, err.why, NULL);
+            return;
+        }
+        req_start(c, &h, (size_t)hl);
+    }
+    conn_update_io(c);
+}
+
+/* ---- responses from workers ---- */
+
+static int header_is(const gwp_str_t *n, const char *lit, size_t len)
+{
+    return n->len == len && strncasecmp(n->ptr, lit, len) == 0;
+}
+
+static int valid_field(const gwp_header_t *h)
+{
+    if (h->name.len == 0) return 0;
+    for (size_t i = 0; i < h->name.len; i++) {
+        unsigned char ch = (unsigned char)h->name.ptr[i];
+        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch)) return 0;
+    }
+    for (size_t i = 0; i < h->value.len; i++) {
+        unsigned char ch = (unsigned char)h->value.ptr[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return 0;
+    }
+    return 1;
+}
+
+static gw_req_t *stream_lookup(gw_worker_t *w, const gwp_msg_t *m)
+{
+    gw_req_t *r = gw_streams_get(&w->streams, m->frame.stream);
+    if (!r) {
+        /* Late reply for a cancelled stream, or a bogus id: never another's. */
+        w->dropped++;
+        gw_debug("worker %d: dropped %s for unknown stream %u", w->slot,
+                 gwp_type_name(m->frame.type), m->frame.stream);
+    }
+    return r;
+}
+
+/* The worker finished its side of the stream. */
+static void req_complete(gw_req_t *r)
+{
+    gw_conn_t *c = r->conn;
+    gw_worker_t *w = r->worker;
+    r->resp_done = 1;
+    if (w) {
+        w->served++;
+        /* Unread request body: the worker no longer needs it, and the
+         * connection cannot find the next request's start: close it. */
+        int cancel = !r->body_done;
+        if (cancel) r->keepalive = 0;
+        req_detach_worker(r, cancel, "response-done");
+    }
+    if (!c) { req_free(r); return; }
+    c->req = NULL;
+    int keep = r->keepalive && !gw.stopping;
+    req_free(r);
+    conn_schedule_flush(c);
+    if (!keep) {
+        c->state = CONN_CLOSING;
+        conn_update_io(c);
+        return;
+    }
+    c->state = CONN_IDLE;
+    conn_process(c);   /* a pipelined request may be waiting */
+}
+
+static void resp_append_data(gw_req_t *r, const char *p, size_t n)
+{
+    gw_conn_t *c = r->conn;
+    if (n == 0) return;
+    if (r->resp_no_body || !c) {   /* HEAD, 204, 304: discard, credit now */
+        r->resp_unacked += n;
+        return;
+    }
+    if (r->resp_has_length) {
+        if (n > r->resp_left) n = (size_t)r->resp_left;   /* app overran its length */
+        r->resp_left -= n;
+    }
+    if (out_reserve(c, n + 32) < 0) { conn_close(c); return; }
+    if (r->resp_chunked) {
+        char hex[20];
+        int hn = snprintf(hex, sizeof(hex), "%zx\r\n", n);
+        out_put(c, hex, (size_t)hn);
+        out_put(c, p, n);
+        OUT_LIT(c, "\r\n");
+    } else {
+        out_put(c, p, n);
+    }
+    r->resp_unacked += n;
+    conn_schedule_flush(c);
+}
+
+static void resp_end(gw_req_t *r)
+{
+    gw_conn_t *c = r->conn;
+    if (c && r->resp_chunked && !r->resp_no_body) {
+        if (out_reserve(c, 5) == 0) OUT_LIT(c, "0\r\n\r\n");
+    }
+    if (c && r->resp_has_length && r->resp_left > 0 && !r->resp_no_body) {
+        /* Fewer bytes than declared: the client cannot reuse this connection. */
+        gw_warn("#%llu: worker %d sent %llu bytes fewer than its Content-Length",
+                (unsigned long long)c->id, r->worker ? r->worker->slot : -1,
+                (unsigned long long)r->resp_left);
+        r->keepalive = 0;
+    }
+    req_complete(r);
+}
+
+/* The worker sent something we cannot pass on: 502, stream cancelled. */
+static void resp_bad(gw_req_t *r, const char *why)
+{
+    gw_conn_t *c = r->conn;
+    gw_error("worker %d: bad response on stream %u: %s", r->worker ? r->worker->slot : -1,
+             r->stream, why);
+    req_detach_worker(r, 1, "bad-response");
+    if (!c) { req_free(r); return; }
+    if (r->resp_started) conn_close(c);
+    else conn_fail(c, 502, "bad response from the application", NULL);
+}
+
+void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
+{
+    gw_req_t *r = stream_lookup(w, m);
+    if (!r) return;
+    const gwp_response_t *resp = &m->u.response;
+    if (r->resp_started) { resp_bad(r, "second RESPONSE"); return; }
+    if (resp->status < 200 || resp->status > 999) { resp_bad(r, "status out of range"); return; }
+    gw_conn_t *c = r->conn;
+    int end = (m->frame.flags & GWP_F_END) != 0;
+    r->resp_started = 1;
+    if (!c) {
+        if (end) req_complete(r);
+        return;
+    }
+
+    /* Framing: a complete response gets Content-Length; a streamed one the
+     * app's Content-Length, else chunked (1.1) or close-delimited (1.0). */
+    int st = (int)resp->status;
+    int bodyless_status = st == 204 || st == 304;
+    r->resp_no_body = r->head_only || bodyless_status;
+    int64_t app_len = -1;
+    int has_server = 0, has_date = 0;
+    for (uint32_t i = 0; i < resp->nheaders; i++) {
+        const gwp_header_t *hd = &resp->headers[i];
+        if (!valid_field(hd)) { resp_bad(r, "invalid header field"); return; }
+        if (header_is(&hd->name, "content-length", 14)) {
+            uint64_t v = 0;
+            if (hd->value.len == 0 || hd->value.len > 18) { resp_bad(r, "bad Content-Length"); return; }
+            for (size_t k = 0; k < hd->value.len; k++) {
+                char ch = hd->value.ptr[k];
+                if (ch < '0' || ch > '9') { resp_bad(r, "bad Content-Length"); return; }
+                v = v * 10 + (uint64_t)(ch - '0');
+            }
+            if (app_len >= 0 && (uint64_t)app_len != v) { resp_bad(r, "conflicting Content-Length"); return; }
+            app_len = (int64_t)v;
+        } else if (header_is(&hd->name, "server", 6)) has_server = 1;
+        else if (header_is(&hd->name, "date", 4)) has_date = 1;
+    }
+    uint64_t length = 0;
+    int known = 0;
+    if (end) { length = resp->body.len; known = 1; }
+    else if (app_len >= 0) { length = (uint64_t)app_len; known = 1; }
+    if (end && app_len >= 0 && r->head_only) { length = (uint64_t)app_len; }
+
+    if (!known && !r->resp_no_body) {
+        if (r->http10) r->keepalive = 0;   /* close-delimited */
+        else r->resp_chunked = 1;
+    }
+    if (known && !r->resp_no_body) {
+        r->resp_has_length = 1;
+        r->resp_left = length;
+    }
+    if (gw.stopping) r->keepalive = 0;
+
+    /* status line + headers */
+    size_t need = 128 + 64;
+    for (uint32_t i = 0; i < resp->nheaders; i++)
+        need += resp->headers[i].name.len + resp->headers[i].value.len + 4;
+    if (out_reserve(c, need) < 0) { conn_close(c); return; }
+    char line[64];
+    const char *reason = gw_http1_reason(st);
+    int ln = snprintf(line, sizeof(line), "HTTP/1.1 %d ", st);
+    out_put(c, line, (size_t)ln);
+    out_put(c, reason, strlen(reason));
+    OUT_LIT(c, "\r\n");
+    if (!has_server) OUT_LIT(c, "Server: " GW_SERVER_HEADER "\r\n");
+    if (!has_date) {
+        size_t dl;
+        const char *d = http_date(&dl);
+        OUT_LIT(c, "Date: ");
+        out_put(c, d, dl);
+        OUT_LIT(c, "\r\n");
+    }
+    for (uint32_t i = 0; i < resp->nheaders; i++) {
+        const gwp_header_t *hd = &resp->headers[i];
+        const gwp_str_t *n = &hd->name;
+        /* hop-by-hop and framing headers are ours to decide */
+        if (header_is(n, "content-length", 14) || header_is(n, "transfer-encoding", 17) ||
+            header_is(n, "connection", 10) || header_is(n, "keep-alive", 10) ||
+            header_is(n, "proxy-connection", 16) || header_is(n, "upgrade", 7) ||
+            header_is(n, "trailer", 7) || header_is(n, "te", 2))
+            continue;
+        out_put(c, n->ptr, n->len);
+        OUT_LIT(c, ": ");
+        out_put(c, hd->value.ptr, hd->value.len);
+        OUT_LIT(c, "\r\n");
+    }
+    if (known && !bodyless_status) {
+        char num[24];
+        OUT_LIT(c, "Content-Length: ");
+        out_put(c, num, fmt_u64(num, length));
+        OUT_LIT(c, "\r\n");
+    } else if (r->resp_chunked) {
+        OUT_LIT(c, "Transfer-Encoding: chunked\r\n");
+    }
+    if (!r->keepalive) OUT_LIT(c, "Connection: close\r\n");
+    else if (r->http10) OUT_LIT(c, "Connection: keep-alive\r\n");
+    OUT_LIT(c, "\r\n");
+    if (st >= 500) gw.responses_5xx++;
+
+    if (resp->body.len) resp_append_data(r, resp->body.ptr, resp->body.len);
+    conn_schedule_flush(c);
+    if (end) resp_end(r);
+}
+
+void gw_front_on_resp_body(gw_worker_t *w, const gwp_msg_t *m)
+{
+    gw_req_t *r = stream_lookup(w, m);
+    if (!r) return;
+    if (!r->resp_started) { resp_bad(r, "RESP_BODY before RESPONSE"); return; }
+    resp_append_data(r, m->u.data.data.ptr, m->u.data.data.len);
+    if (m->frame.flags & GWP_F_END) resp_end(r);
+}
+
+void gw_front_on_window(gw_worker_t *w, const gwp_msg_t *m)
+{
+    gw_req_t *r = stream_lookup(w, m);
+    if (!r) return;
+    uint64_t win = (uint64_t)r->req_window + m->u.window.bytes;
+    r->req_window = win > UINT32_MAX ? UINT32_MAX : (uint32_t)win;
+    if (r->conn && !r->body_done) {
+        req_forward_body(r);
+        if (r->conn) conn_update_io(r->conn);
+    }
+}
+
+void gw_front_on_cancel(gw_worker_t *w, const gwp_msg_t *m)
+{
+    gw_req_t *r = stream_lookup(w, m);
+    if (!r) return;
+    gw_conn_t *c = r->conn;
+    req_detach_worker(r, 0, NULL);   /* the worker dropped it already */
+    if (!c) { req_free(r); return; }
+    if (r->resp_started) conn_close(c);
+    else conn_fail(c, 502, "the application aborted the request", NULL);
+}
+
+void gw_front_worker_lost(gw_worker_t *w)
+{
+    /* Collect first: failing a request edits the table we walk. */
+    uint32_t n = w->streams.count, k = 0;
+    if (n == 0) { w->inflight = 0; return; }
+    gw_req_t **list = malloc(n * sizeof(*list));
+    if (!list) n = 0;
+    for (uint32_t i = 0; list && i <= w->streams.mask && k < n; i++)
+        if (w->streams.keys[i]) list[k++] = w->streams.vals[i];
+    for (uint32_t i = 0; i < k; i++) {
+        gw_req_t *r = list[i];
+        gw_conn_t *c = r->conn;
+        gw_streams_del(&w->streams, r->stream);
+        r->worker = NULL;
+        if (!c) { req_free(r); continue; }
+        if (r->resp_started) {
+            conn_close(c);        /* the client sees a truncated response */
+            continue;
+        }
+        /* 502 for exactly this request; keep the connection only if its
+         * body was fully read (framing known). */
+        c->req = NULL;
+        int keep = r->body_done && r->keepalive && !gw.stopping;
+        req_free(r);
+        gw_log(GW_LOG_INFO, "#%llu %s: 502: worker %d died with the request in flight",
+               (unsigned long long)c->id, c->peer, w->slot);
+        write_simple(c, 502, "the worker handling the request died", NULL, keep);
+        conn_schedule_flush(c);
+        if (keep) { c->state = CONN_IDLE; conn_process(c); }
+        else { c->state = CONN_CLOSING; conn_update_io(c); }
+    }
+    free(list);
+    w->inflight = 0;
+    gw_streams_free(&w->streams);
+    gw_streams_init(&w->streams, gw.cfg.max_inflight);
+}
+
+/* ---- accepting ---- */
+
+static void peer_format(const struct sockaddr_storage *ss, char *out, size_t n)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const void *)ss;
+        inet_ntop(AF_INET, &s->sin_addr, host, sizeof(host));
+        snprintf(out, n, "%s:%u", host, ntohs(s->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const void *)ss;
+        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof(host));
+        snprintf(out, n, "[%s]:%u", host, ntohs(s->sin6_port));
+    } else {
+        snprintf(out, n, "unix");
+    }
+}
+
+static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    gw_listener_t *l = (gw_listener_t *)io;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            gw_error("accept on %s: %s", l->name, strerror(errno));
+            return;   /* EMFILE and friends: retried on the next readiness */
+        }
+        gw_conn_t *c = calloc(1, sizeof(*c));
+        if (!c) { close(fd); gw_error("accept: out of memory"); return; }
+        if (!l->is_unix) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        c->fd = fd;
+        c->lst = l;
+        c->id = next_conn_id++;
+        c->state = CONN_HEAD;
+        if (l->is_unix) snprintf(c->peer, sizeof(c->peer), "unix");
+        else peer_format(&ss, c->peer, sizeof(c->peer));
+        ev_io_init(&c->rio, conn_on_readable, fd, EV_READ);
+        ev_io_init(&c->wio, conn_on_writable, fd, EV_WRITE);
+        ev_init(&c->timer, conn_on_timeout);
+        c->next = conns;
+        if (conns) conns->prev = c;
+        conns = c;
+        nconns++;
+        gw.accepted++;
+        conn_update_io(c);
+    }
+}
+
+int gw_front_start(void)
+{
+    size_t off = 0;
+    gw.bind_list[0] = '\0';
+    for (size_t i = 0; i < gw.nlisteners; i++) {
+        gw_listener_t *l = &gw.listeners[i];
+        ev_io_init(&l->io, listener_on_accept, l->fd, EV_READ);
+        ev_io_start(gw.loop, &l->io);
+        int n = snprintf(gw.bind_list + off, sizeof(gw.bind_list) - off, "%s%s",
+                         i ? ", " : "", l->addr);
+        if (n > 0 && off + (size_t)n < sizeof(gw.bind_list)) off += (size_t)n;
+    }
+    return 0;
+}
+
+void gw_front_stop_accepting(void)
+{
+    if (!gw.listeners) return;
+    for (size_t i = 0; i < gw.nlisteners; i++)
+        ev_io_stop(gw.loop, &gw.listeners[i].io);
+    gw_listeners_close(gw.listeners, gw.nlisteners);
+    gw.listeners = NULL;
+    gw.nlisteners = 0;
+}
+
+void gw_front_close_idle(void)
+{
+    gw_conn_t *c = conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_IDLE || (c->state == CONN_HEAD && c->in_len == c->in_pos) ||
+            (gw.stopping == 2))
+            conn_close(c);
+    }
+}
+
+unsigned gw_front_active(void)
+{
+    unsigned n = 0;
+    for (gw_conn_t *c = conns; c; c = c->next)
+        if (c->state == CONN_REQUEST || c->state == CONN_CLOSING ||
+            (c->state == CONN_HEAD && c->in_len > c->in_pos))
+            n++;
+    return n;
+}

@@ -1,0 +1,157 @@
+/*
+ * gateway.h - the master process's shared state and the internal interfaces
+ * between its parts: listeners (listener.c), the HTTP front (front.c), the
+ * worker table and channels (supervisor.c) and dispatch (balance.c).
+ * Everything here runs on the master's one libev default loop.
+ */
+#ifndef GW_GATEWAY_H
+#define GW_GATEWAY_H
+
+#include <ev.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "gwp.h"
+#include "http1.h"
+
+typedef struct gw_conn_s     gw_conn_t;
+typedef struct gw_req_s      gw_req_t;
+typedef struct gw_worker_s   gw_worker_t;
+typedef struct gw_listener_s gw_listener_t;
+
+/* ---- listeners ---- */
+
+struct gw_listener_s {
+    ev_io  io;            /* first: the watcher's address is the listener's */
+    int    fd;
+    int    is_unix;
+    char   name[128];     /* as given: "127.0.0.1:8000", "unix:/run/x.sock" */
+    char   addr[128];     /* canonical local address for REQUEST.server */
+    char  *unix_path;     /* owned; unlinked on close */
+};
+
+/* Bind every cfg->binds[i]. On failure prints one "gateway: ..." line,
+ * closes what was opened, returns -1. */
+int  gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n);
+/* Close the sockets and unlink unix socket files. */
+void gw_listeners_close(gw_listener_t *l, size_t n);
+
+/* ---- workers ---- */
+
+/*
+ * A worker slot's state, ordered by lifecycle so that "can take requests"
+ * is one comparison. EMPTY slots have no process.
+ */
+typedef enum {
+    GW_WORKER_EMPTY = 0,   /* no process (never spawned, or reaped) */
+    GW_WORKER_BACKOFF,     /* waiting to respawn after failures */
+    GW_WORKER_SPAWNING,    /* forked, HELLO sent, waiting for READY */
+    GW_WORKER_READY,       /* takes requests */
+    GW_WORKER_DRAINING,    /* QUIT sent: finishes in-flight, takes none */
+    GW_WORKER_EXITING      /* channel gone, waiting for the reap */
+} gw_worker_state_t;
+
+const char *gw_worker_state_name(gw_worker_state_t s);
+
+/* Stream id -> request, open addressing with backward-shift deletion. */
+typedef struct {
+    uint32_t *keys;      /* 0 = empty (stream ids start at 1) */
+    gw_req_t **vals;
+    uint32_t  mask;      /* capacity - 1, capacity a power of two */
+    uint32_t  count;
+} gw_streams_t;
+
+struct gw_worker_s {
+    int               slot;
+    gw_worker_state_t state;
+    pid_t             pid;
+    int               fd;            /* master end of the channel, -1 if none */
+    ev_io             rio, wio;
+    ev_child          child;
+    ev_timer          timer;         /* boot deadline, backoff, kill deadline */
+    gwp_buf_t         out;           /* frames queued for the worker */
+    uint8_t          *in;            /* frames read from the worker */
+    size_t            in_len, in_cap;
+    gwp_decoder_t     dec;
+    gw_streams_t      streams;       /* in-flight requests by stream id */
+    uint32_t          next_stream;
+    uint32_t          inflight;      /* requests dispatched and not finished */
+    uint64_t          served;        /* requests completed by this process */
+    uint64_t          dropped;       /* frames for unknown/cancelled streams */
+    unsigned          restarts;      /* respawns of this slot */
+    unsigned          boot_failures; /* consecutive deaths before READY */
+    ev_tstamp         spawned_at, ready_at, heartbeat_at;
+    uint64_t          hb_rss;
+    uint32_t          hb_tasks, hb_inflight;
+    char              loop_id[96];
+    char              error[256];    /* last ERROR frame message */
+    int               last_status;   /* waitpid status normalised: code or 128+sig */
+    unsigned          flush_queued:1;
+    gw_worker_t      *flush_next;
+};
+
+/* Pick a READY worker below max_inflight for a new request, NULL if none.
+ * leastconn: fewest in-flight, ties broken round-robin from *cursor;
+ * rr: next eligible after *cursor. Pure; advances *cursor. */
+gw_worker_t *gw_balance_pick(gw_balance_mode_t mode, gw_worker_t *workers,
+                             unsigned n, unsigned max_inflight, unsigned *cursor);
+
+int       gw_streams_init(gw_streams_t *t, uint32_t capacity);
+void      gw_streams_free(gw_streams_t *t);
+int       gw_streams_put(gw_streams_t *t, uint32_t id, gw_req_t *r);
+gw_req_t *gw_streams_get(const gw_streams_t *t, uint32_t id);
+gw_req_t *gw_streams_del(gw_streams_t *t, uint32_t id);
+
+/* supervisor.c */
+int  gw_supervisor_start(void);       /* spawn the initial workers */
+void gw_supervisor_stop(int graceful);/* QUIT all workers (and escalate) */
+int  gw_supervisor_all_exited(void);
+/* Queue a frame for the worker's channel; flushed once per loop iteration. */
+void gw_worker_schedule_flush(gw_worker_t *w);
+void gw_supervisor_flush_all(void);
+
+/* ---- the front ---- */
+
+int  gw_front_start(void);            /* start accepting on every listener */
+void gw_front_stop_accepting(void);   /* close listeners (graceful stop) */
+void gw_front_close_idle(void);       /* drop idle keep-alive connections */
+unsigned gw_front_active(void);       /* connections with a request in progress */
+void gw_front_flush_all(void);        /* write pending client output (prepare) */
+
+/* Called by the supervisor for frames and events from a worker. */
+void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m);
+void gw_front_on_resp_body(gw_worker_t *w, const gwp_msg_t *m);
+void gw_front_on_window(gw_worker_t *w, const gwp_msg_t *m);
+void gw_front_on_cancel(gw_worker_t *w, const gwp_msg_t *m);
+/* The worker's channel is gone: fail its in-flight requests (502/close). */
+void gw_front_worker_lost(gw_worker_t *w);
+/* A worker became READY or freed capacity: dispatch waiting requests. */
+void gw_front_dispatch_queue(void);
+
+/* ---- the master ---- */
+
+typedef struct {
+    gw_config_t     cfg;
+    struct ev_loop *loop;
+    gw_listener_t  *listeners;
+    size_t          nlisteners;
+    gw_worker_t    *workers;
+    unsigned        nworkers;
+    unsigned        rr_cursor;
+    void           *app;              /* gwl_app_t * when preloaded */
+    int             stopping;         /* 0, 1 graceful, 2 quick */
+    int             exit_code;
+    int             announced_ready;  /* "ready:" line printed */
+    char            bind_list[512];   /* for the ready line */
+    ev_tstamp       stop_deadline;
+    /* counters */
+    uint64_t        accepted, requests, responses_5xx, rejected_503;
+} gw_master_t;
+
+extern gw_master_t gw;
+
+/* Ask the master to exit with code (after cleanup). */
+void gw_master_fatal(int code);
+
+#endif /* GW_GATEWAY_H */

@@ -1,0 +1,202 @@
+/*
+ * listener.c - binding the listening sockets (master, before any fork).
+ * Accepts HOST:PORT, [IPv6]:PORT and unix:/path. Every failure prints one
+ * "gateway: ..." line naming the address and the reason, and closes what was
+ * already opened, so a failed start leaves no socket file behind.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "gateway.h"
+
+#define UNIX_MODE 0660
+
+static void addr_format(const struct sockaddr *sa, char *out, size_t n)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s = (const void *)sa;
+        inet_ntop(AF_INET, &s->sin_addr, host, sizeof(host));
+        snprintf(out, n, "%s:%u", host, ntohs(s->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const void *)sa;
+        inet_ntop(AF_INET6, &s->sin6_addr, host, sizeof(host));
+        snprintf(out, n, "[%s]:%u", host, ntohs(s->sin6_port));
+    } else {
+        snprintf(out, n, "unix");
+    }
+}
+
+static int open_unix(gw_listener_t *l, const char *path, int backlog)
+{
+    struct sockaddr_un sun;
+    if (*path != '/' || strlen(path) >= sizeof(sun.sun_path)) {
+        fprintf(stderr, "gateway: invalid bind address '%s': unix socket path must be "
+                        "absolute and shorter than %zu bytes\n", l->name, sizeof(sun.sun_path));
+        return -1;
+    }
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    strcpy(sun.sun_path, path);
+
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            fprintf(stderr, "gateway: cannot bind %s: %s exists and is not a socket\n", l->name, path);
+            return -1;
+        }
+        /* A socket file: in use if someone accepts on it, else stale. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+            close(probe);
+            fprintf(stderr, "gateway: cannot bind %s: address already in use\n", l->name);
+            return -1;
+        }
+        if (probe >= 0) close(probe);
+        unlink(path);
+    }
+
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fprintf(stderr, "gateway: cannot bind %s: socket: %s\n", l->name, strerror(errno));
+        return -1;
+    }
+    /* Create the file with no permissions for others from the first moment. */
+    mode_t old = umask(0117);
+    int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+    int err = errno;
+    umask(old);
+    if (rc < 0) {
+        fprintf(stderr, "gateway: cannot bind %s: %s\n", l->name,
+                err == EADDRINUSE ? "address already in use" : strerror(err));
+        close(fd);
+        return -1;
+    }
+    l->unix_path = strdup(path);
+    chmod(path, UNIX_MODE);
+    if (listen(fd, backlog) < 0) {
+        fprintf(stderr, "gateway: cannot listen on %s: %s\n", l->name, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    l->fd = fd;
+    l->is_unix = 1;
+    snprintf(l->addr, sizeof(l->addr), "unix:%s", path);
+    return 0;
+}
+
+static int open_inet(gw_listener_t *l, const char *spec, int backlog)
+{
+    char host[256];
+    const char *port;
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+        if (!end || end[1] != ':' || (size_t)(end - spec - 1) >= sizeof(host)) goto bad;
+        memcpy(host, spec + 1, (size_t)(end - spec - 1));
+        host[end - spec - 1] = '\0';
+        port = end + 2;
+    } else {
+        const char *colon = strrchr(spec, ':');
+        if (!colon || (size_t)(colon - spec) >= sizeof(host)) goto bad;
+        if (memchr(spec, ':', (size_t)(colon - spec))) goto bad;  /* bare IPv6 */
+        memcpy(host, spec, (size_t)(colon - spec));
+        host[colon - spec] = '\0';
+        port = colon + 1;
+    }
+    if (!*port || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port) || atoi(port) > 65535)
+        goto bad;
+
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res = NULL;
+    int gai = getaddrinfo(*host ? host : NULL, port, &hints, &res);
+    if (gai != 0) {
+        fprintf(stderr, "gateway: invalid bind address '%s': %s\n", l->name, gai_strerror(gai));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fprintf(stderr, "gateway: cannot bind %s: socket: %s\n", l->name, strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (res->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
+        int err = errno;
+        fprintf(stderr, "gateway: cannot bind %s: %s\n", l->name,
+                err == EADDRINUSE ? "address already in use" : strerror(err));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    if (listen(fd, backlog) < 0) {
+        fprintf(stderr, "gateway: cannot listen on %s: %s\n", l->name, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    addr_format((struct sockaddr *)&ss, l->addr, sizeof(l->addr));
+    l->fd = fd;
+    return 0;
+bad:
+    fprintf(stderr, "gateway: invalid bind address '%s': expected HOST:PORT, "
+                    "[IPv6]:PORT or unix:/path\n", l->name);
+    return -1;
+}
+
+int gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n)
+{
+    gw_listener_t *ls = calloc(cfg->nbinds, sizeof(*ls));
+    if (!ls) {
+        fprintf(stderr, "gateway: out of memory\n");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nbinds; i++) {
+        gw_listener_t *l = &ls[i];
+        const char *spec = cfg->binds[i];
+        l->fd = -1;
+        snprintf(l->name, sizeof(l->name), "%s", spec);
+        int rc = strncmp(spec, "unix:", 5) == 0 ? open_unix(l, spec + 5, cfg->backlog)
+                                                : open_inet(l, spec, cfg->backlog);
+        if (rc < 0) {
+            gw_listeners_close(ls, i);
+            return -1;
+        }
+    }
+    *out = ls;
+    *n = cfg->nbinds;
+    return 0;
+}
+
+void gw_listeners_close(gw_listener_t *ls, size_t n)
+{
+    if (!ls) return;
+    for (size_t i = 0; i < n; i++) {
+        gw_listener_t *l = &ls[i];
+        if (l->fd >= 0) close(l->fd);
+        l->fd = -1;
+        if (l->unix_path) {
+            unlink(l->unix_path);
+            free(l->unix_path);
+            l->unix_path = NULL;
+        }
+    }
+    free(ls);
+}

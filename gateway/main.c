@@ -1,0 +1,170 @@
+/*
+ * main.c - the gateway master process: parse options, bind listeners,
+ * optionally preload the app, spawn workers, run the one libev loop.
+ *
+ * Start-up order matters for "nothing half-started": every check that can
+ * fail with a one-line error (options, app file, binds, preload) happens
+ * before the first fork, and each failure undoes what was done before it.
+ *
+ * Signals only record intent (ev_signal watchers); master_step(), run from
+ * the prepare hook once per loop iteration, acts on it in a fixed order.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gateway.h"
+#include "gwl_int.h"
+#include "log.h"
+
+gw_master_t gw;
+
+static ev_signal sig_term, sig_int, sig_quit;
+static ev_prepare prepare;
+static ev_timer stop_timer;
+static int want_stop;            /* 0, 1 graceful, 2 quick: set by signals */
+static int workers_quit_sent;
+
+void gw_master_fatal(int code)
+{
+    gw.exit_code = code;
+    want_stop = 2;
+    /* master_step() runs before the loop sleeps again */
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    int quick = w->signum != SIGTERM;
+    if (!want_stop || (quick && want_stop == 1)) want_stop = quick ? 2 : 1;
+}
+
+static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    /* graceful budget spent: stop waiting for clients */
+    if (gw.stopping == 1 && !workers_quit_sent) {
+        gw_warn("graceful timeout: %u requests still in progress; stopping workers",
+                gw_front_active());
+        workers_quit_sent = 1;
+        gw_supervisor_stop(1);
+    } else {
+        ev_break(loop, EVBREAK_ALL);   /* final deadline */
+    }
+}
+
+/* Act on intents, in order: stop requests, then the stop's progress. */
+static void master_step(void)
+{
+    if (want_stop > gw.stopping) {
+        int first = gw.stopping == 0;
+        gw.stopping = want_stop;
+        if (first)
+            gw_info("%s stop requested", gw.stopping == 1 ? "graceful" : "quick");
+        gw_front_stop_accepting();
+        gw_front_close_idle();
+        ev_timer_stop(gw.loop, &stop_timer);
+        if (gw.stopping == 1) {
+            ev_timer_set(&stop_timer, gw.cfg.graceful_timeout, 0.);
+        } else {
+            workers_quit_sent = 1;
+            gw_supervisor_stop(0);
+            ev_timer_set(&stop_timer, 5.0, 0.);
+        }
+        ev_timer_start(gw.loop, &stop_timer);
+    }
+    if (gw.stopping == 1 && !workers_quit_sent && gw_front_active() == 0) {
+        workers_quit_sent = 1;
+        gw_supervisor_stop(1);
+        /* workers get the graceful budget, then the supervisor kills them */
+        ev_timer_stop(gw.loop, &stop_timer);
+        ev_timer_set(&stop_timer, gw.cfg.graceful_timeout + 5.0, 0.);
+        ev_timer_start(gw.loop, &stop_timer);
+    }
+    if (gw.stopping && workers_quit_sent && gw_supervisor_all_exited() &&
+        gw_front_active() == 0)
+        ev_break(gw.loop, EVBREAK_ALL);
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    gw_front_flush_all();        /* may queue WINDOW frames for workers */
+    gw_supervisor_flush_all();
+    master_step();
+    gw_supervisor_flush_all();
+}
+
+int main(int argc, char **argv)
+{
+    int rc = gw_config_parse(&gw.cfg, argc, argv);
+    if (rc > 0) return 0;
+    if (rc < 0) return 2;
+    gw_log_set_level((gw_log_level_t)gw.cfg.log_level);
+    gw_log_set_role("master");
+
+    struct stat st;
+    if (stat(gw.cfg.app_path, &st) < 0) {
+        fprintf(stderr, "gateway: app not found: %s: %s\n", gw.cfg.app_path, strerror(errno));
+        return 1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "gateway: app is not a regular file: %s\n", gw.cfg.app_path);
+        return 1;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    if (gw_listeners_open(&gw.cfg, &gw.listeners, &gw.nlisteners) < 0) return 1;
+
+    if (gw.cfg.preload) {
+        char err[512];
+        gwl_app_t *app = gwl__app_create();
+        if (!app || gwl__app_load(app, gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
+            fprintf(stderr, "gateway: %s\n", app ? err : "out of memory");
+            gw_listeners_close(gw.listeners, gw.nlisteners);
+            return 1;
+        }
+        gw.app = app;
+    }
+
+    gw.loop = ev_default_loop(EVFLAG_AUTO);
+    if (!gw.loop) {
+        fprintf(stderr, "gateway: cannot create the event loop\n");
+        gw_listeners_close(gw.listeners, gw.nlisteners);
+        return 1;
+    }
+    gw_info("gateway %s starting: %u workers, balance %s%s, app %s:%s", GW_VERSION_STRING,
+            gw.cfg.workers, gw.cfg.balance == GW_BALANCE_RR ? "rr" : "leastconn",
+            gw.cfg.preload ? ", preload" : "", gw.cfg.app_path, gw.cfg.app_symbol);
+
+    ev_signal_init(&sig_term, on_signal, SIGTERM);
+    ev_signal_init(&sig_int, on_signal, SIGINT);
+    ev_signal_init(&sig_quit, on_signal, SIGQUIT);
+    ev_signal_start(gw.loop, &sig_term);
+    ev_signal_start(gw.loop, &sig_int);
+    ev_signal_start(gw.loop, &sig_quit);
+    ev_prepare_init(&prepare, on_prepare);
+    ev_prepare_start(gw.loop, &prepare);
+    ev_init(&stop_timer, on_stop_timer);
+
+    gw_front_start();
+    if (gw_supervisor_start() < 0) {
+        gw_front_stop_accepting();
+        return 1;
+    }
+    ev_run(gw.loop, 0);
+
+    /* Leaving: nothing may outlive the master. */
+    gw_front_stop_accepting();
+    for (unsigned i = 0; i < gw.nworkers; i++)
+        if (gw.workers[i].pid > 0) kill(gw.workers[i].pid, SIGKILL);
+    for (unsigned i = 0; i < gw.nworkers; i++)
+        if (gw.workers[i].pid > 0) {
+            int s;
+            while (waitpid(gw.workers[i].pid, &s, 0) < 0 && errno == EINTR) {}
+        }
+    gw_info("stopped");
+    return gw.exit_code;
+}

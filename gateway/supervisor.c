@@ -1,0 +1,465 @@
+/*
+ * supervisor.c - the worker table (master process): spawn and reap workers,
+ * the READY handshake, boot deadlines, respawn with backoff, stop; and each
+ * worker's channel: batched writes (once per loop iteration), reads that
+ * decode every whole frame per wakeup, and dispatch of frames to the front.
+ *
+ *   EMPTY --spawn--> SPAWNING --READY--> READY --QUIT--> DRAINING
+ *     ^                 |  (died before READY: backoff)    |
+ *     +---- reap <------+----------------------------------+
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gateway.h"
+#include "gwl_int.h"
+#include "log.h"
+
+#define CHAN_READ_INIT   (256 * 1024)
+#define CHAN_READ_MAX    (GWP_HEADER_SIZE + GWP_MAX_PAYLOAD + 64 * 1024)
+#define BOOT_FAIL_LIMIT  5       /* consecutive pre-READY deaths at start-up */
+#define BACKOFF_MAX      10.0    /* seconds */
+
+static gw_worker_t *flush_head;
+
+const char *gw_worker_state_name(gw_worker_state_t s)
+{
+    static const char *const names[] = {
+        [GW_WORKER_EMPTY] = "empty", [GW_WORKER_BACKOFF] = "backoff",
+        [GW_WORKER_SPAWNING] = "spawning", [GW_WORKER_READY] = "ready",
+        [GW_WORKER_DRAINING] = "draining", [GW_WORKER_EXITING] = "exiting",
+    };
+    return (unsigned)s <= GW_WORKER_EXITING ? names[s] : "?";
+}
+
+static void worker_spawn(gw_worker_t *w);
+static void worker_channel_close(gw_worker_t *w);
+
+/* ---- channel output ---- */
+
+void gw_worker_schedule_flush(gw_worker_t *w)
+{
+    if (w->flush_queued || w->fd < 0) return;
+    w->flush_queued = 1;
+    w->flush_next = flush_head;
+    flush_head = w;
+}
+
+static void worker_flush(gw_worker_t *w)
+{
+    while (w->out.len > 0 && w->fd >= 0) {
+        ssize_t n = write(w->fd, w->out.data, w->out.len);
+        if (n > 0) {
+            gwp_buf_consume(&w->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!ev_is_active(&w->wio)) ev_io_start(gw.loop, &w->wio);
+            return;
+        }
+        /* EPIPE/ECONNRESET: the worker is gone; the reap will follow */
+        gw_warn("worker %d (pid %d): channel write: %s", w->slot, (int)w->pid,
+                n < 0 ? strerror(errno) : "short write");
+        worker_channel_close(w);
+        return;
+    }
+    if (ev_is_active(&w->wio)) ev_io_stop(gw.loop, &w->wio);
+    /* Keep a big buffer from lingering after a burst. */
+    if (w->out.len == 0 && w->out.cap > 1024 * 1024) {
+        gwp_buf_free(&w->out);
+        gwp_buf_init(&w->out);
+    }
+}
+
+void gw_supervisor_flush_all(void)
+{
+    while (flush_head) {
+        gw_worker_t *w = flush_head;
+        flush_head = w->flush_next;
+        w->flush_queued = 0;
+        w->flush_next = NULL;
+        worker_flush(w);
+    }
+}
+
+static void worker_on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    gw_worker_t *w = (gw_worker_t *)((char *)io - offsetof(gw_worker_t, wio));
+    worker_flush(w);
+}
+
+/* ---- frames from the worker ---- */
+
+static void announce_ready_if_all(void)
+{
+    if (gw.announced_ready || gw.stopping) return;
+    for (unsigned i = 0; i < gw.nworkers; i++)
+        if (gw.workers[i].state != GW_WORKER_READY) return;
+    gw.announced_ready = 1;
+    gw_info("ready: %u workers serving on %s", gw.nworkers, gw.bind_list);
+}
+
+static int worker_on_frame(gw_worker_t *w, const gwp_msg_t *m)
+{
+    switch (m->frame.type) {
+    case GWP_MSG_READY:
+        if (w->state != GW_WORKER_SPAWNING) return -1;
+        if (m->u.ready.version != GWP_VERSION) {
+            gw_error("worker %d (pid %d): protocol version %u, master speaks %u",
+                     w->slot, (int)w->pid, m->u.ready.version, GWP_VERSION);
+            return -1;
+        }
+        w->state = GW_WORKER_READY;
+        w->ready_at = w->heartbeat_at = ev_now(gw.loop);
+        w->boot_failures = 0;
+        snprintf(w->loop_id, sizeof(w->loop_id), "%.*s",
+                 (int)m->u.ready.loop.len, m->u.ready.loop.ptr);
+        ev_timer_stop(gw.loop, &w->timer);
+        gw_info("worker %d (pid %d) ready (runtime %.*s)", w->slot, (int)w->pid,
+                (int)m->u.ready.runtime.len, m->u.ready.runtime.ptr);
+        announce_ready_if_all();
+        gw_front_dispatch_queue();
+        return 0;
+    case GWP_MSG_HEARTBEAT:
+        w->heartbeat_at = ev_now(gw.loop);
+        w->hb_rss = m->u.heartbeat.rss;
+        w->hb_tasks = m->u.heartbeat.tasks;
+        w->hb_inflight = m->u.heartbeat.inflight;
+        return 0;
+    case GWP_MSG_ERROR:
+        snprintf(w->error, sizeof(w->error), "%.*s",
+                 (int)m->u.error.message.len, m->u.error.message.ptr);
+        gw_error("worker %d (pid %d): %s", w->slot, (int)w->pid, w->error);
+        return 0;
+    case GWP_MSG_RESPONSE:
+        gw_front_on_response(w, m);
+        return 0;
+    case GWP_MSG_RESP_BODY:
+        gw_front_on_resp_body(w, m);
+        return 0;
+    case GWP_MSG_WINDOW:
+        gw_front_on_window(w, m);
+        return 0;
+    case GWP_MSG_CANCEL:
+        gw_front_on_cancel(w, m);
+        return 0;
+    default:
+        gw_error("worker %d (pid %d): unexpected %s frame from a worker", w->slot,
+                 (int)w->pid, gwp_type_name(m->frame.type));
+        return -1;
+    }
+}
+
+static void worker_on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    gw_worker_t *w = (gw_worker_t *)((char *)io - offsetof(gw_worker_t, rio));
+
+    /* Bounded work per wakeup so one chatty worker cannot starve clients. */
+    for (int rounds = 0; rounds < 8 && w->fd >= 0; rounds++) {
+        if (w->in_cap - w->in_len < 64 * 1024 && w->in_cap < CHAN_READ_MAX) {
+            size_t ncap = w->in_cap ? w->in_cap * 2 : CHAN_READ_INIT;
+            if (ncap > CHAN_READ_MAX) ncap = CHAN_READ_MAX;
+            uint8_t *p = realloc(w->in, ncap);
+            if (!p) { gw_error("worker %d: out of memory for channel", w->slot); break; }
+            w->in = p;
+            w->in_cap = ncap;
+        }
+        size_t room = w->in_cap - w->in_len;
+        ssize_t n = read(w->fd, w->in + w->in_len, room);
+        if (n == 0) {
+            if (w->state != GW_WORKER_DRAINING && !gw.stopping)
+                gw_debug("worker %d (pid %d): channel closed", w->slot, (int)w->pid);
+            worker_channel_close(w);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            gw_warn("worker %d (pid %d): channel read: %s", w->slot, (int)w->pid, strerror(errno));
+            worker_channel_close(w);
+            return;
+        }
+        w->in_len += (size_t)n;
+
+        size_t off = 0;
+        while (off < w->in_len && w->fd >= 0) {
+            gwp_msg_t m;
+            const char *why = NULL;
+            ssize_t c = gwp_decode(&w->dec, w->in + off, w->in_len - off, &m, &why);
+            if (c == GWP_AGAIN) break;
+            if (c < 0 || worker_on_frame(w, &m) < 0) {
+                gw_error("worker %d (pid %d): protocol error: %s; stopping it", w->slot,
+                         (int)w->pid, c < 0 ? (why ? why : "bad frame") : "unexpected frame");
+                if (w->pid > 0) kill(w->pid, SIGKILL);
+                worker_channel_close(w);
+                return;
+            }
+            off += (size_t)c;
+        }
+        if (w->fd < 0) return;
+        if (off > 0) {
+            memmove(w->in, w->in + off, w->in_len - off);
+            w->in_len -= off;
+        }
+        if ((size_t)n < room) break;   /* drained the socket */
+    }
+    /* A large buffer is only needed for bursts. */
+    if (w->in_len == 0 && w->in_cap > CHAN_READ_INIT) {
+        free(w->in);
+        w->in = NULL;
+        w->in_cap = 0;
+    }
+}
+
+/* The channel is unusable: fail the worker's requests; wait for the reap. */
+static void worker_channel_close(gw_worker_t *w)
+{
+    if (w->fd < 0) return;
+    ev_io_stop(gw.loop, &w->rio);
+    ev_io_stop(gw.loop, &w->wio);
+    close(w->fd);
+    w->fd = -1;
+    if (w->state >= GW_WORKER_SPAWNING) w->state = GW_WORKER_EXITING;
+    gw_front_worker_lost(w);
+    gwp_buf_free(&w->out);
+    gwp_buf_init(&w->out);
+    free(w->in);
+    w->in = NULL;
+    w->in_len = w->in_cap = 0;
+    gwp_decoder_done(&w->dec);
+    gwp_decoder_init(&w->dec, 0);
+}
+
+/* ---- process lifecycle ---- */
+
+static void child_main(gw_worker_t *w, int fd)
+{
+    static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1,
+                                SIGUSR2, SIGTTIN, SIGTTOU, SIGALRM, SIGPIPE };
+    sigset_t none;
+    sigemptyset(&none);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        signal(sigs[i], SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    /* The channel becomes fd 3; every other inherited descriptor (listeners,
+     * clients, other workers' channels, the loop's epoll fd) is closed. */
+    if (fd != 3) {
+        if (dup2(fd, 3) < 0) _exit(GWL_EXIT_BOOT);
+    } else {
+        fcntl(3, F_SETFD, 0);
+    }
+    close_range(4, ~0U, 0);
+
+    char role[32];
+    snprintf(role, sizeof(role), "worker %d", w->slot);
+    gw_log_set_role(role);
+    gwl__worker_opts_t o = { .slot = w->slot, .app_path = gw.cfg.app_path,
+                             .app_symbol = gw.cfg.app_symbol };
+    gwl_app_t *app = gw.app ? (gwl_app_t *)gw.app : gwl__app_create();
+    if (!app) _exit(GWL_EXIT_BOOT);
+    _exit(gwl__worker_main(app, 3, &o));
+}
+
+static void worker_on_timer(struct ev_loop *loop, ev_timer *t, int revents);
+static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents);
+
+static void worker_spawn(gw_worker_t *w)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+        gw_error("worker %d: socketpair: %s; retrying", w->slot, strerror(errno));
+        goto retry;
+    }
+    int bufsz = 1 << 20;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
+
+    pid_t pid = fork();
+    if (pid < 0) {
+        gw_error("worker %d: fork: %s; retrying", w->slot, strerror(errno));
+        close(sv[0]);
+        close(sv[1]);
+        goto retry;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        child_main(w, sv[1]);
+    }
+    close(sv[1]);
+    w->pid = pid;
+    w->fd = sv[0];
+    w->state = GW_WORKER_SPAWNING;
+    w->spawned_at = ev_now(gw.loop);
+    w->ready_at = 0;
+    w->inflight = 0;
+    w->served = 0;
+    w->next_stream = 1;
+    w->loop_id[0] = '\0';
+    w->error[0] = '\0';
+    ev_io_init(&w->rio, worker_on_readable, w->fd, EV_READ);
+    ev_io_init(&w->wio, worker_on_writable, w->fd, EV_WRITE);
+    ev_io_start(gw.loop, &w->rio);
+    ev_child_init(&w->child, worker_on_exit, pid, 0);
+    ev_child_start(gw.loop, &w->child);
+    ev_timer_stop(gw.loop, &w->timer);
+    ev_timer_set(&w->timer, gw.cfg.boot_timeout, 0.);
+    ev_timer_start(gw.loop, &w->timer);
+
+    gwp_hello_t h = { .version = GWP_VERSION, .slot = (uint32_t)w->slot, .generation = 1,
+                      .max_payload = GWP_MAX_PAYLOAD, .window = gw.cfg.window,
+                      .heartbeat_ms = gw.cfg.heartbeat_ms };
+    if (gwp_encode_hello(&w->out, &h) == 0) gw_worker_schedule_flush(w);
+    gw_debug("worker %d spawned (pid %d)", w->slot, (int)pid);
+    return;
+retry:
+    w->state = GW_WORKER_BACKOFF;
+    ev_timer_stop(gw.loop, &w->timer);
+    ev_timer_set(&w->timer, 1.0, 0.);
+    ev_timer_start(gw.loop, &w->timer);
+}
+
+static void worker_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    gw_worker_t *w = (gw_worker_t *)((char *)t - offsetof(gw_worker_t, timer));
+    switch (w->state) {
+    case GW_WORKER_BACKOFF:
+        if (!gw.stopping) worker_spawn(w);
+        break;
+    case GW_WORKER_SPAWNING:
+        gw_error("worker %d (pid %d) did not report ready within %.0f s; killing it",
+                 w->slot, (int)w->pid, gw.cfg.boot_timeout);
+        kill(w->pid, SIGKILL);
+        break;
+    case GW_WORKER_DRAINING:
+    case GW_WORKER_EXITING:
+    case GW_WORKER_READY:
+        if (w->pid > 0) {
+            gw_warn("worker %d (pid %d) still running at the stop deadline; killing it",
+                    w->slot, (int)w->pid);
+            kill(w->pid, SIGKILL);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents)
+{
+    gw_worker_t *w = (gw_worker_t *)((char *)c - offsetof(gw_worker_t, child));
+    int st = c->rstatus;
+    ev_child_stop(loop, c);
+    ev_timer_stop(loop, &w->timer);
+    worker_channel_close(w);
+
+    int was_ready = w->ready_at > 0;
+    pid_t pid = w->pid;
+    w->pid = 0;
+    w->state = GW_WORKER_EMPTY;
+
+    if (WIFSIGNALED(st)) {
+        w->last_status = 128 + WTERMSIG(st);
+        /* Killed by us during a stop is expected; anything else is an alert. */
+        if (gw.stopping && (WTERMSIG(st) == SIGKILL || WTERMSIG(st) == SIGTERM))
+            gw_warn("worker %d (pid %d) killed by signal %d (%s)", w->slot, (int)pid,
+                    WTERMSIG(st), strsignal(WTERMSIG(st)));
+        else
+            gw_alert("worker %d (pid %d) killed by signal %d (%s)", w->slot, (int)pid,
+                     WTERMSIG(st), strsignal(WTERMSIG(st)));
+    } else {
+        w->last_status = WEXITSTATUS(st);
+        if (w->last_status == 0)
+            gw_info("worker %d (pid %d) exited", w->slot, (int)pid);
+        else
+            gw_error("worker %d (pid %d) exited with status %d", w->slot, (int)pid,
+                     w->last_status);
+    }
+
+    if (gw.stopping) {
+        if (gw_supervisor_all_exited()) ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    if (!was_ready) {
+        w->boot_failures++;
+        if (!gw.announced_ready &&
+            (w->last_status == GWL_EXIT_BOOT || w->boot_failures >= BOOT_FAIL_LIMIT)) {
+            fprintf(stderr, "gateway: worker %d failed to boot: %s\n", w->slot,
+                    w->error[0] ? w->error : "exited before reporting ready");
+            gw_master_fatal(1);
+            return;
+        }
+        double delay = 0.1;
+        for (unsigned i = 1; i < w->boot_failures && delay < BACKOFF_MAX; i++) delay *= 2;
+        if (delay > BACKOFF_MAX) delay = BACKOFF_MAX;
+        gw_warn("worker %d failed before ready (%u in a row); respawning in %.1f s",
+                w->slot, w->boot_failures, delay);
+        w->state = GW_WORKER_BACKOFF;
+        ev_timer_set(&w->timer, delay, 0.);
+        ev_timer_start(loop, &w->timer);
+        return;
+    }
+    w->restarts++;
+    worker_spawn(w);
+}
+
+int gw_supervisor_start(void)
+{
+    gw.nworkers = gw.cfg.workers;
+    gw.workers = calloc(gw.nworkers, sizeof(*gw.workers));
+    if (!gw.workers) {
+        fprintf(stderr, "gateway: out of memory\n");
+        return -1;
+    }
+    for (unsigned i = 0; i < gw.nworkers; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        w->slot = (int)i;
+        w->fd = -1;
+        gwp_buf_init(&w->out);
+        gwp_decoder_init(&w->dec, 0);
+        if (gw_streams_init(&w->streams, gw.cfg.max_inflight) < 0) {
+            fprintf(stderr, "gateway: out of memory\n");
+            return -1;
+        }
+        ev_init(&w->timer, worker_on_timer);
+    }
+    for (unsigned i = 0; i < gw.nworkers; i++) worker_spawn(&gw.workers[i]);
+    return 0;
+}
+
+int gw_supervisor_all_exited(void)
+{
+    for (unsigned i = 0; i < gw.nworkers; i++)
+        if (gw.workers[i].pid > 0) return 0;
+    return 1;
+}
+
+void gw_supervisor_stop(int graceful)
+{
+    gwp_quit_t q = { .graceful = (uint8_t)(graceful ? 1 : 0),
+                     .timeout_ms = (uint32_t)(gw.cfg.graceful_timeout * 1000) };
+    for (unsigned i = 0; i < gw.nworkers; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        ev_timer_stop(gw.loop, &w->timer);
+        if (w->pid <= 0) {
+            w->state = GW_WORKER_EMPTY;
+            continue;
+        }
+        if (w->fd >= 0 && gwp_encode_quit(&w->out, &q) == 0) gw_worker_schedule_flush(w);
+        else kill(w->pid, graceful ? SIGTERM : SIGQUIT);
+        if (w->state != GW_WORKER_EXITING) w->state = GW_WORKER_DRAINING;
+        /* The worker has the graceful budget; then it is killed. */
+        ev_timer_set(&w->timer, graceful ? gw.cfg.graceful_timeout + 1.0 : 2.0, 0.);
+        ev_timer_start(gw.loop, &w->timer);
+    }
+    gw_supervisor_flush_all();
+}
