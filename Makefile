@@ -66,13 +66,13 @@ $(BUILD)/gen/corpus_%.h: tests/data/corpus/%.jsonl tests/unit/gen_corpus.py
 	$(PYTHON) tests/unit/gen_corpus.py $< > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/unit: $(UNIT_SRCS) $(CORE_OBJS) $(wildcard tests/unit/*.h) $(UNIT_GEN)
-	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Itests/unit -I$(BUILD)/gen -o $@ $(UNIT_SRCS) $(CORE_OBJS) $(CHECK_LIBS) $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -Itests/unit -I$(BUILD)/gen -o $@ $(UNIT_SRCS) $(CORE_OBJS) -Wl,--dynamic-list=workerlib/gwl.dynlist $(CHECK_LIBS) $(LIBS)
 
 # ASan/UBSan build of the same tests, objects kept apart.
 $(BUILD)/asan/unit: $(UNIT_SRCS) $(CORE_SRCS) $(wildcard proto/*.h gateway/*.h workerlib/*.h tests/unit/*.h) $(UNIT_GEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CHECK_CFLAGS) -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
-	    -Itests/unit -I$(BUILD)/gen -o $@ $(UNIT_SRCS) $(CORE_SRCS) $(CHECK_LIBS) $(LIBS)
+	    -Itests/unit -I$(BUILD)/gen -o $@ $(UNIT_SRCS) $(CORE_SRCS) -Wl,--dynamic-list=workerlib/gwl.dynlist $(CHECK_LIBS) $(LIBS)
 
 unit: $(BUILD)/unit
 	cd tests/unit && ../../$(BUILD)/unit

@@ -140,7 +140,8 @@ typedef struct {
     unsigned        nworkers;
     unsigned        rr_cursor;
     void           *app;              /* gwl_app_t * when preloaded */
-    int             stopping;         /* 0, 1 graceful, 2 quick */
+    int             stopping;         /* 0, 1 graceful, 2 quick: acted on */
+    int             want_stop;        /* same scale: asked for (signals, fatal) */
     int             exit_code;
     int             announced_ready;  /* "ready:" line printed */
     char            bind_list[512];   /* for the ready line */

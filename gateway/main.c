@@ -9,7 +9,9 @@
  * Signals only record intent (ev_signal watchers); master_step(), run from
  * the prepare hook once per loop iteration, acts on it in a fixed order.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,25 +24,15 @@
 #include "gwl_int.h"
 #include "log.h"
 
-gw_master_t gw;
-
 static ev_signal sig_term, sig_int, sig_quit;
 static ev_prepare prepare;
 static ev_timer stop_timer;
-static int want_stop;            /* 0, 1 graceful, 2 quick: set by signals */
 static int workers_quit_sent;
-
-void gw_master_fatal(int code)
-{
-    gw.exit_code = code;
-    want_stop = 2;
-    /* master_step() runs before the loop sleeps again */
-}
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     int quick = w->signum != SIGTERM;
-    if (!want_stop || (quick && want_stop == 1)) want_stop = quick ? 2 : 1;
+    if (!gw.want_stop || (quick && gw.want_stop == 1)) gw.want_stop = quick ? 2 : 1;
 }
 
 static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -59,9 +51,9 @@ static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
 /* Act on intents, in order: stop requests, then the stop's progress. */
 static void master_step(void)
 {
-    if (want_stop > gw.stopping) {
+    if (gw.want_stop > gw.stopping) {
         int first = gw.stopping == 0;
-        gw.stopping = want_stop;
+        gw.stopping = gw.want_stop;
         if (first)
             gw_info("%s stop requested", gw.stopping == 1 ? "graceful" : "quick");
         gw_front_stop_accepting();
@@ -97,6 +89,47 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     gw_supervisor_flush_all();
 }
 
+/*
+ * Without --preload the master must not run application code, yet a missing
+ * symbol or an unloadable .so is a configuration error that deserves one
+ * line before anything starts. So a throwaway child does dlopen + dlsym
+ * (constructors run there, never here) and reports through a pipe.
+ */
+static int probe_app(const char *path, const char *symbol, char *err, size_t errlen)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return 0;   /* cannot probe: workers will report */
+    pid_t pid = fork();
+    if (pid < 0) { close(p[0]); close(p[1]); return 0; }
+    if (pid == 0) {
+        close(p[0]);
+        const char *msg = NULL;
+        char buf[512];
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!h) msg = dlerror();
+        else if (!dlsym(h, symbol)) {
+            snprintf(buf, sizeof(buf), "%s: no entry point \"%s\" (undefined symbol)", path, symbol);
+            msg = buf;
+        }
+        if (msg && write(p[1], msg, strlen(msg)) < 0) _exit(2);
+        _exit(msg ? 1 : 0);
+    }
+    close(p[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < errlen && (r = read(p[0], err + n, errlen - 1 - n)) != 0) {
+        if (r < 0) { if (errno == EINTR) continue; break; }
+        n += (size_t)r;
+    }
+    err[n] = '\0';
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
+    if (n == 0) snprintf(err, errlen, "%s: loading it killed the process (status %d)", path, st);
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
     int rc = gw_config_parse(&gw.cfg, argc, argv);
@@ -113,6 +146,14 @@ int main(int argc, char **argv)
     if (!S_ISREG(st.st_mode)) {
         fprintf(stderr, "gateway: app is not a regular file: %s\n", gw.cfg.app_path);
         return 1;
+    }
+
+    if (!gw.cfg.preload) {
+        char err[600];
+        if (probe_app(gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
+            fprintf(stderr, "gateway: cannot load app: %s\n", err);
+            return 1;
+        }
     }
 
     signal(SIGPIPE, SIG_IGN);

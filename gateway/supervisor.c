@@ -28,7 +28,15 @@
 #define BOOT_FAIL_LIMIT  5       /* consecutive pre-READY deaths at start-up */
 #define BACKOFF_MAX      10.0    /* seconds */
 
+gw_master_t gw;
+
 static gw_worker_t *flush_head;
+
+void gw_master_fatal(int code)
+{
+    gw.exit_code = code;
+    gw.want_stop = 2;   /* acted on by the master's step before the loop sleeps */
+}
 
 const char *gw_worker_state_name(gw_worker_state_t s)
 {
@@ -67,7 +75,8 @@ static void worker_flush(gw_worker_t *w)
             return;
         }
         /* EPIPE/ECONNRESET: the worker is gone; the reap will follow */
-        gw_warn("worker %d (pid %d): channel write: %s", w->slot, (int)w->pid,
+        gw_log(gw.stopping || w->state == GW_WORKER_DRAINING ? GW_LOG_DEBUG : GW_LOG_WARN,
+               "worker %d (pid %d): channel write: %s", w->slot, (int)w->pid,
                 n < 0 ? strerror(errno) : "short write");
         worker_channel_close(w);
         return;

@@ -14,9 +14,11 @@
  *     +-------------------------------+-------------------------------+
  *
  * The payload length is checked against the decoder's cap before a single
- * payload byte is looked at, and the msgpack object is structurally checked
- * (every array/map/str/bin count fits in the bytes that remain) before
- * msgpack-c, which allocates by declared sizes, sees it.
+ * payload byte is looked at. The payload is read by gwp.c's own zero-copy
+ * msgpack reader, which checks every array/map/str/bin count against the
+ * bytes that remain before using it and limits nesting to 8; msgpack-c, which
+ * allocates by declared sizes, never sees untrusted bytes (it was also 3-5x
+ * slower here, see gwp.c).
  */
 #ifndef GWP_H
 #define GWP_H
@@ -184,14 +186,18 @@ int  gwp_buf_reserve(gwp_buf_t *b, size_t n);
 /*
  * Encoders. Each appends exactly one frame to b, or nothing on failure.
  * Return 0, -ENOMEM, -EMSGSIZE (payload would exceed GWP_MAX_PAYLOAD) or
- * -EINVAL (stream 0 where a stream is required, or the reverse).
+ * -EINVAL (stream 0 where a stream is required, unknown flag bits, or a field
+ * outside the range the decoder accepts: status 100..999, http_minor 0..1,
+ * content_length >= -1, HELLO window > 0), so whatever encodes also decodes.
+ * More than GWP_MAX_HEADERS headers is -EMSGSIZE.
  * Strings are copied; the caller keeps ownership of its inputs.
  */
 int gwp_encode_hello(gwp_buf_t *b, const gwp_hello_t *m);
 int gwp_encode_ready(gwp_buf_t *b, const gwp_ready_t *m);
 int gwp_encode_request(gwp_buf_t *b, uint32_t stream, uint16_t flags,
                        const gwp_request_t *m);
-/* type is GWP_MSG_BODY or GWP_MSG_RESP_BODY; len <= GWP_MAX_PAYLOAD - 8. */
+/* type is GWP_MSG_BODY or GWP_MSG_RESP_BODY; len <= GWP_MAX_PAYLOAD - 11
+ * (map, "data" key and bin32 head take 11 bytes). */
 int gwp_encode_data(gwp_buf_t *b, gwp_type_t type, uint32_t stream,
                     uint16_t flags, const void *data, size_t len);
 int gwp_encode_response(gwp_buf_t *b, uint32_t stream, uint16_t flags,
@@ -204,13 +210,13 @@ int gwp_encode_error(gwp_buf_t *b, const gwp_error_t *m);
 
 /*
  * Decoder: one per channel direction. Holds the scratch a decoded message
- * borrows (msgpack zone, header array), so a gwp_msg_t stays valid until the
+ * borrows (the header array), so a gwp_msg_t stays valid until the
  * next gwp_decode() on the same decoder or gwp_decoder_done().
  * Fields are private.
  */
 typedef struct {
     uint32_t      max_payload;
-    void         *zone;       /* msgpack_zone *, lazily created */
+    void         *zone;       /* unused, always NULL (kept for layout) */
     gwp_header_t *hdrs;
     uint32_t      hdrs_cap;
     uint64_t      frames;     /* decoded successfully */
@@ -224,7 +230,10 @@ void gwp_decoder_done(gwp_decoder_t *d);
 /*
  * Decode the frame header only. Returns GWP_OK, GWP_AGAIN (fewer than
  * GWP_HEADER_SIZE bytes) or GWP_ERROR with *why set (bad version, unknown
- * type, length over the cap, stream id 0/non-0 where the type forbids it).
+ * type, length over the cap or 0, stream id 0/non-0 where the type forbids
+ * it, unknown flag bits, END on a type without END). *f is filled whenever
+ * 12 bytes are there, even on error (for the log). d NULL means the default
+ * cap; why may be NULL.
  */
 int gwp_frame_peek(const gwp_decoder_t *d, const uint8_t *buf, size_t len,
                    gwp_frame_t *f, const char **why);
@@ -234,8 +243,10 @@ int gwp_frame_peek(const gwp_decoder_t *d, const uint8_t *buf, size_t len,
  * frame occupies (> 0) and fills *msg; GWP_AGAIN if the frame is not all
  * there yet (nothing consumed); GWP_ERROR with *why (a static string) if the
  * frame is malformed. After GWP_ERROR the byte stream cannot be trusted:
- * the caller closes the channel. Strings in *msg point into buf or into the
- * decoder's scratch. Never allocates more than a small multiple of len.
+ * the caller closes the channel. Strings in *msg point into buf (never
+ * NULL; an absent optional string is ""), headers into the decoder's
+ * scratch. On GWP_AGAIN *msg is untouched; on GWP_ERROR it is unspecified.
+ * why may be NULL. Never allocates more than a small multiple of len.
  */
 ssize_t gwp_decode(gwp_decoder_t *d, const uint8_t *buf, size_t len,
                    gwp_msg_t *msg, const char **why);

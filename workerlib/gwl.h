@@ -85,8 +85,15 @@ int gwl_set_threads(gwl_app_t *app, unsigned n);
 
 /* The worker's own libev loop, created after fork; NULL in the master. */
 struct ev_loop *gwl_loop(void);
-/* Slot number of this worker (0-based, stable across respawns). */
+/* Slot number of this worker (0-based, stable across respawns); -1 in the
+ * master. */
 int gwl_worker_slot(void);
+/* Identity of the worker's loop, as sent in READY and heartbeats
+ * ("ev:<backend>:<address>:<pid>:<ns>", unique per loop even across forks);
+ * NULL in the master. */
+const char *gwl_loop_id(void);
+/* Requests this worker has completed (the app finished them) since spawn. */
+uint64_t gwl_worker_served(void);
 /* Log one line at a level: "debug", "info", "warning", "error". Any thread. */
 void gwl_log(const char *level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -99,7 +106,14 @@ const char *gwl_req_target(const gwl_req_t *req);
 const char *gwl_req_path(const gwl_req_t *req);
 const char *gwl_req_query(const gwl_req_t *req);
 const char *gwl_req_peer(const gwl_req_t *req);
+/* Listener address ("ip:port", "[ip6]:port" or "unix") and scheme ("http"). */
+const char *gwl_req_server(const gwl_req_t *req);
+const char *gwl_req_scheme(const gwl_req_t *req);
 int         gwl_req_http_minor(const gwl_req_t *req);
+/* Non-zero if the client asked to keep the connection open. */
+int         gwl_req_keepalive(const gwl_req_t *req);
+/* The exchange's stream id on the worker channel (for log lines). */
+uint32_t    gwl_req_id(const gwl_req_t *req);
 /* Declared body length; -1 when chunked (length unknown). */
 int64_t     gwl_req_content_length(const gwl_req_t *req);
 size_t      gwl_req_header_count(const gwl_req_t *req);
@@ -115,9 +129,13 @@ void        gwl_req_set_data(gwl_req_t *req, void *data);
 void       *gwl_req_data(const gwl_req_t *req);
 
 /* Receive the body as it streams in. Call from the handler (or before the
- * body ends). Without a reader the body is read and discarded. */
+ * body ends). Without a reader the body is read and discarded. If the body
+ * has already ended (or there is none), cb is called at once with last = 1.
+ * data points into the channel buffer: valid only during the call. */
 int gwl_req_read_body(gwl_req_t *req, gwl_body_cb cb, void *data);
-/* Be told when the exchange is cancelled (at most once). */
+/* Be told when the exchange is cancelled (at most once; not after the app
+ * finished). Output for a cancelled exchange is dropped, but the app still
+ * finishes it (gwl_respond / gwl_resp_finish) so the request can be freed. */
 int gwl_req_on_cancel(gwl_req_t *req, gwl_cancel_cb cb, void *data);
 
 /* ---- the response ---- */
@@ -131,6 +149,9 @@ int gwl_respond(gwl_req_t *req, int status, const char *content_type,
  * or a close-delimited body (HTTP/1.0). Writes are queued without blocking;
  * gwl_resp_queued() tells how many bytes wait for the client's window. */
 int    gwl_resp_start(gwl_req_t *req, int status);
+/* Add a response header. Allowed before gwl_resp_start / gwl_respond too
+ * (the headers then go with gwl_respond's response); refused once a body
+ * piece was written. Names and values with CR/LF are refused. */
 int    gwl_resp_header(gwl_req_t *req, const char *name, const char *value);
 int    gwl_resp_write(gwl_req_t *req, const void *data, size_t len);
 int    gwl_resp_finish(gwl_req_t *req);

@@ -1,0 +1,99 @@
+"""
+Listeners (unix socket, IPv6, several at once), the worker-count default, and
+graceful stop.
+"""
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from gwharness import Conn, build_request, free_port, have_ipv6
+
+
+def unix_get(path, target="/"):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    with Conn(s) as c:
+        c.send(build_request("GET", target, [("Connection", "close")]))
+        r = c.read_response()
+        assert c.closed_by_peer(2.0)
+        return r
+
+
+def test_unix_socket_listener(gateway, tmp_dir):
+    path = os.path.join(tmp_dir, "gw.sock")
+    gw = gateway("hello", bind="unix:" + path, workers=2)
+    assert os.path.exists(path)
+    for _ in range(4):
+        r = unix_get(path)
+        assert r.status == 200 and r.body == b"Hello, World!", r
+    assert gw.stop() == 0
+    assert not os.path.exists(path), "unix socket file left after stop"
+
+
+def test_tcp_and_unix_together(gateway, tmp_dir):
+    path = os.path.join(tmp_dir, "gw.sock")
+    port = free_port()
+    gw = gateway("hello", bind=["127.0.0.1:%d" % port, "unix:" + path])
+    assert gw.get("/").status == 200
+    r = unix_get(path)
+    assert r.status == 200 and r.body == b"Hello, World!", r
+    assert "127.0.0.1:%d" % port in gw.ready_line(), gw.ready_line()
+
+
+def test_ipv6_listener(gateway):
+    if not have_ipv6():
+        pytest.skip("no IPv6 loopback on this host (binding ::1 failed)")
+    port = free_port(socket.AF_INET6, "::1")
+    gw = gateway("hello", bind="[::1]:%d" % port)
+    r = gw.get("/")
+    assert r.status == 200 and r.body == b"Hello, World!", r
+    with gw.connect() as c:
+        assert c.sock.family == socket.AF_INET6
+        c.send(build_request("GET", "/"))
+        assert c.read_response().status == 200
+
+
+def test_workers_default_one(gateway):
+    gw = gateway("hello")
+    assert len(gw.wait_workers(1)) == 1
+
+
+def test_workers_default_from_web_concurrency(gateway):
+    gw = gateway("hello", env={"WEB_CONCURRENCY": "3"})
+    assert len(gw.wait_workers(3)) == 3
+    assert "ready: 3 workers" in gw.ready_line(), gw.ready_line()
+
+
+def test_graceful_stop_finishes_in_flight(gateway):
+    gw = gateway("sleep", workers=1)
+    idle = gw.connect()
+    idle.send(build_request("GET", "/?ms=0"))
+    assert idle.read_response().status == 200      # now an idle keep-alive connection
+    out = {}
+
+    def slow():
+        try:
+            out["r"] = gw.request("GET", "/?ms=800", timeout=10)
+        except Exception as e:
+            out["r"] = e
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    os.kill(gw.pid, signal.SIGTERM)
+    assert idle.closed_by_peer(2.0), "idle keep-alive connection not closed on TERM"
+    gw.proc.wait(10)
+    took = time.monotonic() - t0
+    t.join(10)
+    r = out.get("r")
+    assert r is not None and not isinstance(r, Exception), "in-flight request during TERM: %r" % r
+    assert r.status == 200 and r.body == b"slept 800 ms\n", r
+    assert (r.header("Connection") or "").lower() == "close", \
+        "a response finished during graceful stop should say Connection: close: %r" % r
+    assert 0.4 <= took <= 2.0, "master exited %.2fs after TERM (in-flight had ~0.6s left)" % took
+    assert gw.stop() == 0

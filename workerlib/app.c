@@ -1,0 +1,192 @@
+/*
+ * app.c - workerlib's app registry and loader: the request handler, the
+ * ordered startup/shutdown hook lists and the pool size an app registers from
+ * its entry point, and dlopen() of the app's shared object.
+ *
+ * Runs in the master (--preload: before fork, so workers inherit the loaded
+ * app copy-on-write) or in a freshly forked worker (gwl__worker_main loads it
+ * when HELLO arrives). Loop-thread only; nothing here is thread-safe.
+ */
+#include "gwl_int.h"
+#include "log.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Seam to worker.c (no private header: see the block in worker.c). */
+void     gwl__app_handler(const gwl_app_t *app, gwl_request_cb *cb, void **data);
+unsigned gwl__app_threads(const gwl_app_t *app);
+int      gwl__app_run_hooks(gwl_app_t *app, int startup, char *err, size_t errlen);
+
+#define GWL_THREADS_DEFAULT 4
+#define GWL_THREADS_MAX     256
+
+typedef struct {
+    gwl_hook_cb cb;
+    void       *data;
+} gwl_hook_t;
+
+typedef struct {
+    gwl_hook_t *v;
+    unsigned    n;
+    unsigned    cap;
+} gwl_hooks_t;
+
+struct gwl_app_s {
+    gwl_request_cb on_request;
+    void          *on_request_data;
+    gwl_hooks_t    startup;
+    gwl_hooks_t    shutdown;
+    unsigned       threads;
+    int            loaded;
+    /* Kept open for the life of the process: hooks and the handler point
+     * into it, and there is no unload. */
+    void          *dl;
+};
+
+gwl_app_t *gwl__app_create(void)
+{
+    gwl_app_t *app = calloc(1, sizeof(*app));
+    if (app == NULL) return NULL;
+    app->threads = GWL_THREADS_DEFAULT;
+    return app;
+}
+
+int gwl__app_loaded(const gwl_app_t *app)
+{
+    return app != NULL && app->loaded;
+}
+
+int gwl__app_load(gwl_app_t *app, const char *path, const char *symbol,
+                  char *err, size_t errlen)
+{
+    char buf[4096];
+    if (err != NULL && errlen > 0) err[0] = '\0';
+    if (app == NULL || path == NULL || path[0] == '\0') {
+        snprintf(err, errlen, "no application path given");
+        return GWL_ERROR;
+    }
+    if (symbol == NULL || symbol[0] == '\0') symbol = GWL_DEFAULT_SYMBOL;
+
+    /* dlopen() searches the library path for a bare name; "app.so" on a
+     * command line means the file in the current directory. */
+    const char *open_path = path;
+    if (strchr(path, '/') == NULL) {
+        snprintf(buf, sizeof(buf), "./%s", path);
+        open_path = buf;
+    }
+
+    dlerror();
+    void *dl = dlopen(open_path, RTLD_NOW | RTLD_LOCAL);
+    if (dl == NULL) {
+        const char *e = dlerror();
+        snprintf(err, errlen, "cannot load %s: %s", path, e ? e : "unknown error");
+        return GWL_ERROR;
+    }
+    dlerror();
+    void *sym = dlsym(dl, symbol);
+    const char *e = dlerror();
+    if (sym == NULL || e != NULL) {
+        snprintf(err, errlen, "%s: no entry point \"%s\": %s", path, symbol,
+                 e ? e : "symbol is NULL");
+        dlclose(dl);
+        return GWL_ERROR;
+    }
+
+    gwl_app_init_fn init;
+    memcpy(&init, &sym, sizeof(init));   /* object -> function pointer, POSIX */
+    int rc = init(app);
+    if (rc != GWL_OK) {
+        /* Keep dl open: the entry point may have registered callbacks into
+         * it before failing. The process is about to give up anyway. */
+        snprintf(err, errlen, "%s:%s: entry point returned %d", path, symbol, rc);
+        return GWL_ERROR;
+    }
+    app->dl = dl;
+    app->loaded = 1;
+    gw_info("app loaded: %s:%s in pid %ld", path, symbol, (long)getpid());
+    return GWL_OK;
+}
+
+static int hooks_add(gwl_hooks_t *h, gwl_hook_cb cb, void *data)
+{
+    if (cb == NULL) return GWL_ERROR;
+    if (h->n == h->cap) {
+        unsigned cap = h->cap ? h->cap * 2 : 4;
+        gwl_hook_t *v = realloc(h->v, cap * sizeof(*v));
+        if (v == NULL) {
+            gw_error("cannot register a hook: out of memory");
+            return GWL_ERROR;
+        }
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n].cb = cb;
+    h->v[h->n].data = data;
+    h->n++;
+    return GWL_OK;
+}
+
+int gwl_on_request(gwl_app_t *app, gwl_request_cb cb, void *data)
+{
+    if (app == NULL || cb == NULL) return GWL_ERROR;
+    app->on_request = cb;
+    app->on_request_data = data;
+    return GWL_OK;
+}
+
+int gwl_on_startup(gwl_app_t *app, gwl_hook_cb cb, void *data)
+{
+    return app ? hooks_add(&app->startup, cb, data) : GWL_ERROR;
+}
+
+int gwl_on_shutdown(gwl_app_t *app, gwl_hook_cb cb, void *data)
+{
+    return app ? hooks_add(&app->shutdown, cb, data) : GWL_ERROR;
+}
+
+int gwl_set_threads(gwl_app_t *app, unsigned n)
+{
+    if (app == NULL || n < 1 || n > GWL_THREADS_MAX) {
+        gw_error("gwl_set_threads(%u): must be 1..%d", n, GWL_THREADS_MAX);
+        return GWL_ERROR;
+    }
+    app->threads = n;
+    return GWL_OK;
+}
+
+void gwl__app_handler(const gwl_app_t *app, gwl_request_cb *cb, void **data)
+{
+    *cb = app->on_request;
+    *data = app->on_request_data;
+}
+
+unsigned gwl__app_threads(const gwl_app_t *app)
+{
+    return app->threads;
+}
+
+/*
+ * Run the startup (startup != 0) or shutdown hooks in registration order.
+ * Startup stops at the first hook returning non-zero: returns GWL_ERROR with
+ * a one-line reason in err. Shutdown runs every hook and logs failures.
+ */
+int gwl__app_run_hooks(gwl_app_t *app, int startup, char *err, size_t errlen)
+{
+    gwl_hooks_t *h = startup ? &app->startup : &app->shutdown;
+    for (unsigned i = 0; i < h->n; i++) {
+        int rc = h->v[i].cb(h->v[i].data);
+        if (rc == 0) continue;
+        if (startup) {
+            snprintf(err, errlen, "startup hook #%u of %u failed (returned %d)",
+                     i + 1, h->n, rc);
+            return GWL_ERROR;
+        }
+        gw_warn("shutdown hook #%u of %u returned %d", i + 1, h->n, rc);
+    }
+    return GWL_OK;
+}
