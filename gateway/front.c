@@ -38,6 +38,10 @@
 #define OUT_LOW_WATER  (64 * 1024)      /* return response credit below this */
 #define LINGER_SECONDS 2.0
 #define ACCEPT_BATCH   64
+/* A body the app left unread is read and dropped so the connection can
+ * carry the next request (as nginx does), up to this much; beyond it the
+ * response says Connection: close instead. */
+#define DISCARD_MAX    (1024 * 1024)
 
 typedef enum {
     CONN_IDLE = 0,   /* keep-alive: waiting for the next request */
@@ -60,6 +64,10 @@ struct gw_conn_s {
     char          *out;             /* unsent output is out[out_pos..out_len) */
     size_t         out_pos, out_len, out_cap;
     gw_req_t      *req;             /* the request in progress, if any */
+    uint64_t       discard_left;    /* unread body still to drop (length) */
+    uint64_t       discarded;       /* dropped so far (chunked cap) */
+    gw_http1_chunked_t discard_chunked;
+    unsigned       discarding:1, discard_is_chunked:1;
     double         timer_for;       /* current timer length (0 = stopped) */
     int            timer_state;     /* state the timer was armed for */
     unsigned       closed:1, flush_queued:1, reading:1, writing:1;
@@ -358,7 +366,8 @@ static void conn_update_io(gw_conn_t *c)
     case CONN_CLOSING: t = gw.cfg.send_timeout; break;
     case CONN_LINGER:  t = c->timer_for > 0 ? c->timer_for : LINGER_SECONDS; break;
     case CONN_REQUEST:
-        if (r && r->queued) t = gw.cfg.queue_timeout;
+        if (c->discarding) t = gw.cfg.body_timeout;
+        else if (r && r->queued) t = gw.cfg.queue_timeout;
         else if (want_write) t = gw.cfg.send_timeout;
         else if (r && !r->body_done && r->req_window > 0) t = gw.cfg.body_timeout;
         else t = 0;   /* waiting on the app: its deadline is the worker's business */
@@ -390,7 +399,9 @@ static void conn_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
         conn_close(c);
         return;
     case CONN_REQUEST:
-        if (r && r->queued) {
+        if (c->discarding) {
+            conn_close(c);
+        } else if (r && r->queued) {
             gw.rejected_503++;
             conn_fail(c, 503, "no worker available", "Retry-After: 1\r\n");
         } else if (out_pending(c) > 0 || (r && r->resp_started)) {
@@ -599,7 +610,9 @@ static void req_encode(gw_req_t *r, gw_worker_t *w, const gw_http1_request_t *h,
         .keepalive = (uint8_t)h->keepalive,
     };
     uint32_t stream = w->next_stream++;
-    if (w->next_stream == 0) w->next_stream = 1;
+    /* Ids are never reused on a channel (PROTOCOL.md §6): the last one
+     * retires the worker; its replacement starts a fresh channel. */
+    if (w->next_stream == 0) gw_worker_retire(w, "stream ids exhausted");
     int rc = gwp_encode_request(&w->out, stream, r->body_done ? GWP_F_END : 0, &m);
     if (rc < 0 || gw_streams_put(&w->streams, stream, r) < 0) {
         conn_fail(c, rc == -EMSGSIZE ? 431 : 503, "request too large to forward", NULL);
@@ -669,6 +682,36 @@ static void req_forward_body(gw_req_t *r)
     if (sent) gw_worker_schedule_flush(w);
 }
 
+/* Drop body bytes the app did not read. 0 when done, 1 for more, -1 when
+ * the connection was closed (bad chunked coding, or over DISCARD_MAX). */
+static int conn_discard(gw_conn_t *c)
+{
+    while (c->in_len > c->in_pos) {
+        size_t avail = c->in_len - c->in_pos;
+        if (!c->discard_is_chunked) {
+            size_t n = avail < c->discard_left ? avail : (size_t)c->discard_left;
+            c->in_pos += n;
+            c->discard_left -= n;
+            if (c->discard_left == 0) break;
+            continue;
+        }
+        gw_str_t data;
+        gw_http1_error_t err;
+        ssize_t used = gw_http1_chunked_decode(&c->discard_chunked, c->in + c->in_pos, avail,
+                                               &gw.cfg.limits, &data, &err);
+        if (used < 0) { conn_close(c); return -1; }
+        c->in_pos += (size_t)used;
+        c->discarded += data.len;
+        if (c->discarded > DISCARD_MAX) { conn_close(c); return -1; }
+        if (c->discard_chunked.done) break;
+        if (used == 0) break;
+    }
+    int done = c->discard_is_chunked ? c->discard_chunked.done : c->discard_left == 0;
+    if (!done) return 1;
+    c->discarding = 0;
+    return 0;
+}
+
 /* Parse heads from the buffer and drive the request in progress. */
 static void conn_process(gw_conn_t *c)
 {
@@ -679,7 +722,12 @@ static void conn_process(gw_conn_t *c)
             if (r->worker && !r->body_done) req_forward_body(r);
             break;
         }
+        if (c->discarding && conn_discard(c) != 0) {
+            if (c->closed) return;
+            break;   /* more body to drop first */
+        }
         if (c->in_len == c->in_pos) {
+            if (c->discarding) break;
             c->state = CONN_IDLE;
             if (c->in_cap > IN_INIT) {   /* idle connections give buffers back */
                 free(c->in);
@@ -748,15 +796,20 @@ static void req_complete(gw_req_t *r)
     r->resp_done = 1;
     if (w) {
         w->served++;
-        /* Unread request body: the worker no longer needs it, and the
-         * connection cannot find the next request's start: close it. */
-        int cancel = !r->body_done;
-        if (cancel) r->keepalive = 0;
-        req_detach_worker(r, cancel, "response-done");
+        /* Unread request body: the worker no longer needs it (CANCEL); the
+         * front drops the rest itself to find the next request's start. */
+        req_detach_worker(r, !r->body_done, "response-done");
     }
     if (!c) { req_free(r); return; }
     c->req = NULL;
     int keep = r->keepalive && !gw.stopping;
+    if (keep && !r->body_done) {
+        c->discarding = 1;
+        c->discarded = 0;
+        c->discard_is_chunked = r->body_kind == GW_HTTP1_BODY_CHUNKED;
+        c->discard_left = r->body_left;
+        if (c->discard_is_chunked) c->discard_chunked = r->chunked;
+    }
     req_free(r);
     conn_schedule_flush(c);
     if (!keep) {
@@ -764,7 +817,7 @@ static void req_complete(gw_req_t *r)
         conn_update_io(c);
         return;
     }
-    c->state = CONN_IDLE;
+    c->state = c->discarding ? CONN_REQUEST : CONN_IDLE;
     conn_process(c);   /* a pipelined request may be waiting */
 }
 
@@ -875,6 +928,9 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
         r->resp_left = length;
     }
     if (gw.stopping) r->keepalive = 0;
+    /* Too much body left to drop later: say so now, while we still can. */
+    if (!r->body_done && r->body_kind == GW_HTTP1_BODY_LENGTH && r->body_left > DISCARD_MAX)
+        r->keepalive = 0;
 
     /* status line + headers */
     size_t need = 128 + 64;

@@ -107,6 +107,9 @@ gw_req_t *gw_streams_del(gw_streams_t *t, uint32_t id);
 int  gw_supervisor_start(void);       /* spawn the initial workers */
 void gw_supervisor_stop(int graceful);/* QUIT all workers (and escalate) */
 int  gw_supervisor_all_exited(void);
+/* Stop giving w requests, let it finish in-flight ones and exit (graceful
+ * QUIT, killed after --graceful-timeout); the slot is then respawned. */
+void gw_worker_retire(gw_worker_t *w, const char *why);
 /* Queue a frame for the worker's channel; flushed once per loop iteration. */
 void gw_worker_schedule_flush(gw_worker_t *w);
 void gw_supervisor_flush_all(void);

@@ -35,6 +35,7 @@ const gw_http1_limits_t gw_http1_default_limits = {
  *   C_QDTEXT  qdtext (RFC 9110 5.6.4): quoted chunk-extension values
  *   C_METHOD  tchar but not a lowercase letter (Gunicorn's default rule)
  *   C_REGNAME unreserved / sub-delims / '%' (RFC 3986 reg-name): Host
+ *   C_NAME    tchar but not '_': header names, so '_' stops the fast loop
  */
 #define C_TCHAR    1
 #define C_FVALUE   2
@@ -43,16 +44,17 @@ const gw_http1_limits_t gw_http1_default_limits = {
 #define C_QDTEXT   16
 #define C_METHOD   32
 #define C_REGNAME  64
+#define C_NAME     128
 
 static const unsigned char cls[256] = {
       0,   0,   0,   0,   0,   0,   0,   0,   0,  18,   0,   0,   0,   0,   0,   0,  /* 00-0f */
       0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,  /* 10-1f */
-     18, 119,   6,  55, 119, 119, 119, 119,  86,  86, 119, 119,  86, 119, 119,  22,  /* 20-2f */
-    127, 127, 127, 127, 127, 127, 127, 127, 127, 127,  22,  86,  22,  86,  22,  22,  /* 30-3f */
-     22, 127, 127, 127, 127, 127, 127, 119, 119, 119, 119, 119, 119, 119, 119, 119,  /* 40-4f */
-    119, 119, 119, 119, 119, 119, 119, 119, 119, 119, 119,  22,   6,  22,  55, 119,  /* 50-5f */
-     55,  95,  95,  95,  95,  95,  95,  87,  87,  87,  87,  87,  87,  87,  87,  87,  /* 60-6f */
-     87,  87,  87,  87,  87,  87,  87,  87,  87,  87,  87,  22,  55,  22, 119,   0,  /* 70-7f */
+     18, 247,   6, 183, 247, 247, 247, 247,  86,  86, 247, 247,  86, 247, 247,  22,  /* 20-2f */
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255,  22,  86,  22,  86,  22,  22,  /* 30-3f */
+     22, 255, 255, 255, 255, 255, 255, 247, 247, 247, 247, 247, 247, 247, 247, 247,  /* 40-4f */
+    247, 247, 247, 247, 247, 247, 247, 247, 247, 247, 247,  22,   6,  22, 183, 119,  /* 50-5f */
+    183, 223, 223, 223, 223, 223, 223, 215, 215, 215, 215, 215, 215, 215, 215, 215,  /* 60-6f */
+    215, 215, 215, 215, 215, 215, 215, 215, 215, 215, 215,  22, 183,  22, 247,   0,  /* 70-7f */
      18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  /* 80-8f */
      18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  /* 90-9f */
      18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  18,  /* a0-af */
@@ -67,14 +69,105 @@ static const unsigned char cls[256] = {
 #define IS_WS(c)   ((c) == ' ' || (c) == '\t')
 
 /*
+ * Targets and values are most of a head, so they are scanned 8 bytes at a
+ * time (plain C, no SSE4.2: valgrind must run it). A word with any byte
+ * that might stop the scan falls back to the byte loop for those 8 bytes;
+ * the word tests may flag too much, never too little. Never reads at or
+ * past `cap`.
+ */
+#define ONES   0x0101010101010101ULL
+#define HIGHS  0x8080808080808080ULL
+/* some byte < n (n <= 0x80), exact as a yes/no */
+#define HAS_LESS(x, n)  (((x) - ONES * (n)) & ~(x) & HIGHS)
+
+static inline uint64_t
+load8(const unsigned char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+/*
+ * Index of the first flagged byte of a non-zero HAS_LESS mask: borrows only
+ * run towards higher bytes, so the lowest flag is exact. Little-endian
+ * only; elsewhere the byte loop finds it.
+ */
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define FIRST_FLAGGED(m)  ((size_t)__builtin_ctzll(m) >> 3)
+#else
+#define FIRST_FLAGGED(m)  ((size_t)0)
+#endif
+
+/* Field value bytes: no CTL but HTAB, no DEL. Stops at the first byte
+ * that is not one (normally the CR), or at cap. */
+static inline const unsigned char *
+scan_value(const unsigned char *p, const unsigned char *cap)
+{
+    while (cap - p >= 8) {
+        uint64_t x = load8(p);
+        uint64_t m = HAS_LESS(x, 0x20) | HAS_LESS(x ^ (ONES * 0x7f), 1);
+        if (m == 0) {
+            p += 8;
+            continue;
+        }
+        p += FIRST_FLAGGED(m);
+        if (*p != '\t')
+            break;
+        p++;
+    }
+    while (p < cap && IS(*p, C_FVALUE))
+        p++;
+    return p;
+}
+
+/* Request-target bytes: VCHAR only. */
+static inline const unsigned char *
+scan_target(const unsigned char *p, const unsigned char *cap)
+{
+    while (cap - p >= 8) {
+        uint64_t x = load8(p);
+        uint64_t m = HAS_LESS(x, 0x21) | HAS_LESS(x ^ (ONES * 0x7f), 1) | (x & HIGHS);
+        if (m != 0) {
+            p += FIRST_FLAGGED(m);
+            break;
+        }
+        p += 8;
+    }
+    while (p < cap && IS(*p, C_TARGET))
+        p++;
+    return p;
+}
+
+/* Header-name bytes but '_', unrolled: names are short and irregular. */
+static inline const unsigned char *
+scan_name(const unsigned char *p, const unsigned char *cap)
+{
+    while (cap - p >= 4) {
+        if (!IS(p[0], C_NAME))
+            return p;
+        if (!IS(p[1], C_NAME))
+            return p + 1;
+        if (!IS(p[2], C_NAME))
+            return p + 2;
+        if (!IS(p[3], C_NAME))
+            return p + 3;
+        p += 4;
+    }
+    while (p < cap && IS(*p, C_NAME))
+        p++;
+    return p;
+}
+
+/*
  * Case-insensitive compare of a received token with a lowercase literal.
  * (c | 0x20) folds only ASCII letters onto the literal: the other bytes
  * that tokens may hold never land on a lowercase letter or '-'.
  */
-static int
+static inline int
 ieq(const unsigned char *s, size_t n, const char *lit, size_t litlen)
 {
-    if (n != litlen)
+    if (n != litlen || (s[0] | 0x20) != (unsigned char)lit[0])
         return 0;
     for (size_t i = 0; i < n; i++)
         if ((s[i] | 0x20) != (unsigned char)lit[i])
@@ -100,11 +193,18 @@ trim_ows(const unsigned char **s, const unsigned char **e)
  * by it and the other not. Refused rather than dropped or passed on.
  */
 static int
-framing_lookalike(const unsigned char *s, size_t n)
+framing_lookalike_slow(const unsigned char *s, size_t n)
 {
     static const char *const names[] = { "contentlength", "transferencoding" };
 
-    if (n < 13 || ((s[0] | 0x20) != 'c' && (s[0] | 0x20) != 't'))
+    size_t e = n;
+
+    /* cheap filter first: a look-alike starts with c/t and its last
+     * letter is the 'h' of length or the 'g' of encoding */
+    while (e > 0 && (s[e - 1] == '-' || s[e - 1] == '_'))
+        e--;
+    if (e < 13 || ((s[0] | 0x20) != 'c' && (s[0] | 0x20) != 't')
+        || ((s[e - 1] | 0x20) != 'h' && (s[e - 1] | 0x20) != 'g'))
         return 0;
     for (size_t k = 0; k < 2; k++) {
         const char *w = names[k];
@@ -120,6 +220,12 @@ framing_lookalike(const unsigned char *s, size_t n)
             return 1;
     }
     return 0;
+}
+
+static inline int
+framing_lookalike(const unsigned char *s, size_t n)
+{
+    return n >= 13 && framing_lookalike_slow(s, n);
 }
 
 /*
@@ -246,7 +352,7 @@ static const char *
 split_target(const unsigned char *t, size_t n, const unsigned char *m, size_t mlen,
              gw_http1_request_t *req, gw_str_t *authority)
 {
-    const unsigned char *e = t + n, *p = t, *q;
+    const unsigned char *e = t + n, *p = t, *q, *f;
 
     authority->ptr = NULL;
     authority->len = 0;
@@ -271,19 +377,15 @@ split_target(const unsigned char *t, size_t n, const unsigned char *m, size_t ml
         authority->ptr = (const char *)h;
         authority->len = (size_t)(p - h);
     }
-    for (q = p; q < e && *q != '?' && *q != '#'; q++)
-        ;
+    /* path ends at the first '?' or '#'; the query runs from '?' to '#' */
+    f = memchr(p, '#', (size_t)(e - p));
+    if (f == NULL)
+        f = e;
+    q = memchr(p, '?', (size_t)(f - p));
     req->path.ptr = (const char *)p;
-    req->path.len = (size_t)(q - p);
-    req->query.ptr = (const char *)q;
-    req->query.len = 0;
-    if (q < e && *q == '?') {
-        const unsigned char *f = ++q;
-        while (f < e && *f != '#')
-            f++;
-        req->query.ptr = (const char *)q;
-        req->query.len = (size_t)(f - q);
-    }
+    req->path.len = (size_t)((q ? q : f) - p);
+    req->query.ptr = (const char *)(q ? q + 1 : f);
+    req->query.len = q ? (size_t)(f - q - 1) : 0;
     return NULL;
 }
 
@@ -306,7 +408,7 @@ gw_http1_parse_request(const char *buf, size_t len, const gw_http1_limits_t *lim
     /* Never read at or past `end`: limits hold on partial input too. */
     const unsigned char *end = p + (len < lim->head ? len : lim->head);
     const unsigned char *line, *cap, *m, *t;
-    size_t room, nfields = 0, mlen, tlen;
+    size_t room, nfields = 0, mlen, tlen, fcap;
     gw_str_t authority;
     const char *why;
     uint64_t cl = 0;
@@ -334,7 +436,10 @@ gw_http1_parse_request(const char *buf, size_t len, const gw_http1_limits_t *lim
     room = (size_t)(end - p);
     cap = room > lim->request_line ? p + lim->request_line + 1 : end;
 #define LINE_OUT() \
-    do { if (p == line + lim->request_line + 1) FAIL(414, "request line too long"); NEED_MORE(); } while (0)
+    do { \
+        if ((size_t)(p - line) == lim->request_line + 1) FAIL(414, "request line too long"); \
+        NEED_MORE(); \
+    } while (0)
 
     m = p;
     while (p < cap && IS(*p, C_METHOD))
@@ -351,8 +456,7 @@ gw_http1_parse_request(const char *buf, size_t len, const gw_http1_limits_t *lim
     req->method.len = mlen;
 
     t = ++p;
-    while (p < cap && IS(*p, C_TARGET))
-        p++;
+    p = scan_target(p, cap);
     if (p == cap)
         LINE_OUT();
     if (*p != ' ' || p == t)
@@ -402,13 +506,15 @@ gw_http1_parse_request(const char *buf, size_t len, const gw_http1_limits_t *lim
 
     req->host.ptr = NULL;
     req->host.len = 0;
+    fcap = lim->field_size >= 2 ? lim->field_size - 1 : 0;
 
     /* field-line = field-name ":" OWS field-value OWS CRLF, one per line.
      * A field line may take field_size bytes with its CRLF (Gunicorn's
      * accounting), so its CR sits at most field_size - 2 bytes in. */
     for (;;) {
         const unsigned char *name, *v, *ve;
-        size_t nlen, fcap;
+        size_t nlen;
+        int underscore = 0;
 
         if (p == end)
             NEED_MORE();
@@ -427,13 +533,17 @@ gw_http1_parse_request(const char *buf, size_t len, const gw_http1_limits_t *lim
 
         line = name = p;
         room = (size_t)(end - p);
-        fcap = lim->field_size >= 2 ? lim->field_size - 1 : 0;
         cap = room >= fcap ? p + fcap : end;
 #define FIELD_OUT() \
-    do { if (p == line + fcap) FAIL(431, "header field too large"); NEED_MORE(); } while (0)
+    do { if ((size_t)(p - line) == fcap) FAIL(431, "header field too large"); NEED_MORE(); } while (0)
 
-        while (p < cap && IS(*p, C_TCHAR))
+        for (;;) {
+            p = scan_name(p, cap);
+            if (p == cap || *p != '_')
+                break;
+            underscore = 1;
             p++;
+        }
         if (p == cap)
             FIELD_OUT();
         if (*p != ':') {
@@ -450,8 +560,7 @@ gw_http1_parse_request(const char *buf, size_t len, const gw_http1_limits_t *lim
         while (p < cap && IS_WS(*p))
             p++;
         v = p;
-        while (p < cap && IS(*p, C_FVALUE))
-            p++;
+        p = scan_value(p, cap);
         if (p == cap)
             FIELD_OUT();
         if (*p != '\r')
@@ -467,7 +576,7 @@ gw_http1_parse_request(const char *buf, size_t len, const gw_http1_limits_t *lim
         nfields++;
 #undef FIELD_OUT
 
-        if (memchr(name, '_', nlen) != NULL) {
+        if (underscore) {
             /* Gunicorn drops '_' names: in a CGI-style environ they would
              * alias the '-' spelling. A framing look-alike is refused. */
             if (framing_lookalike(name, nlen))

@@ -15,7 +15,13 @@
  * error (501 for an unknown coding), HTTP/1.1 without exactly one Host is an
  * error, only HTTP/1.0 and HTTP/1.1 are accepted (505 for other versions).
  * Header names containing '_' are dropped from the header list (Gunicorn's
- * default; they would alias '-' names in CGI-style environs) and counted.
+ * default; they would alias '-' names in CGI-style environs) and counted,
+ * except look-alikes of Content-Length/Transfer-Encoding (Transfer_Encoding,
+ * Content--Length), which are an error. A second Content-Type is an error.
+ * Targets: origin-form, absolute-form (http/https only), "*" for OPTIONS;
+ * bytes outside VCHAR are an error. Trailer fields that could change
+ * framing, routing or auth (Content-Length, Transfer-Encoding, Host, ...)
+ * are an error.
  */
 #ifndef GW_HTTP1_H
 #define GW_HTTP1_H
@@ -42,7 +48,8 @@ typedef struct {
 typedef struct {
     size_t   request_line;  /* limit_request_line: bytes before CRLF (4094) -> 414 */
     size_t   fields;        /* limit_request_fields: header count (100) -> 431   */
-    size_t   field_size;    /* limit_request_field_size: one field line (8190) -> 431 */
+    size_t   field_size;    /* limit_request_field_size: one field line with its
+                               CRLF, as Gunicorn counts (8190) -> 431 */
     size_t   head;          /* whole head incl. final CRLF (65536) -> 431        */
     uint64_t body;          /* limit_request_body (1 GiB) -> 413                 */
     size_t   chunk_ext;     /* bytes of chunk extensions per chunk line (1024) -> 400 */
@@ -68,7 +75,9 @@ typedef struct {
 typedef struct {
     gw_str_t          method;
     gw_str_t          target;       /* raw request-target */
-    gw_str_t          path;         /* target up to the first '?' or '#' */
+    gw_str_t          path;         /* target up to the first '?' or '#'; for
+                                       absolute-form the path after the
+                                       authority (may be empty: means "/") */
     gw_str_t          query;        /* between '?' and '#', without '?' */
     int               minor;        /* HTTP/1.<minor>: 0 or 1 */
     gw_http1_header_t *headers;     /* caller's array, filled in wire order */
@@ -80,12 +89,15 @@ typedef struct {
     unsigned          keepalive:1;  /* per version default and Connection tokens */
     unsigned          expect_continue:1; /* Expect: 100-continue */
     unsigned          upgrade:1;    /* Connection: upgrade + Upgrade present */
-    gw_str_t          host;         /* the Host value (empty for 1.0 without Host) */
+    gw_str_t          host;         /* the Host value (empty for 1.0 without Host);
+                                       for absolute-form the target's authority
+                                       without userinfo (RFC 9112 3.2.2) */
 } gw_http1_request_t;
 
 /*
- * Parse a request head from buf[0..len). One leading CRLF before the request
- * line is skipped (RFC 9112 2.2). Returns:
+ * Parse a request head from buf[0..len). Empty lines (CRLF) before the
+ * request line are skipped (RFC 9112 2.2) and count towards the head limit.
+ * Returns:
  *   > 0               the head's length in bytes including the final CRLF
  *                     (and any skipped leading CRLF); *req is filled.
  *   GW_HTTP1_AGAIN    the head is incomplete and no limit is exceeded yet;
@@ -95,9 +107,11 @@ typedef struct {
  * Limits are enforced on incomplete input too: a request line longer than
  * request_line answers 414 before its CRLF arrives, a head longer than
  * head answers 431, a field line longer than field_size answers 431.
- * A method other than a token answers 400; CONNECT answers 501 (not
- * supported); any other token method is accepted. The body limit is checked
- * here against Content-Length (413).
+ * A method other than a token, or with lowercase letters (Gunicorn's
+ * default), answers 400; CONNECT answers 501 (not supported); any other
+ * token method is accepted. The body limit is checked here against
+ * Content-Length (413). The parser rescans from buf on every call: call it
+ * again when new bytes hold a '\n' or pass a limit, not on every byte.
  */
 ssize_t gw_http1_parse_request(const char *buf, size_t len,
                                const gw_http1_limits_t *limits,
@@ -121,7 +135,8 @@ void gw_http1_chunked_init(gw_http1_chunked_t *c);
  * consumed (0..len) and sets *data to the body bytes found among them (a
  * span inside buf, possibly empty). At most one data span is returned per
  * call, so callers loop until the return is 0 or c->done. Trailer fields are
- * checked for syntax and size and then discarded: they never change framing.
+ * checked for syntax and size and then discarded: they never change framing
+ * (names listed in the policy above answer 400).
  * Bytes after the end of the body are never consumed.
  * Returns GW_HTTP1_ERROR with *err set (400; 413 when total would exceed
  * limits->body) on malformed input; the caller closes the connection.

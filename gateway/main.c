@@ -132,6 +132,15 @@ static int probe_app(const char *path, const char *symbol, char *err, size_t err
 
 int main(int argc, char **argv)
 {
+    /* Until the loop's signal watchers exist, a stop signal stays pending
+     * rather than killing a master that may already have children. */
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGQUIT);
+    sigprocmask(SIG_BLOCK, &stops, NULL);
+
     int rc = gw_config_parse(&gw.cfg, argc, argv);
     if (rc > 0) return 0;
     if (rc < 0) return 2;
@@ -186,6 +195,7 @@ int main(int argc, char **argv)
     ev_signal_start(gw.loop, &sig_term);
     ev_signal_start(gw.loop, &sig_int);
     ev_signal_start(gw.loop, &sig_quit);
+    sigprocmask(SIG_UNBLOCK, &stops, NULL);   /* a pending one is delivered now */
     ev_prepare_init(&prepare, on_prepare);
     ev_prepare_start(gw.loop, &prepare);
     ev_init(&stop_timer, on_stop_timer);

@@ -121,6 +121,8 @@ static int worker_on_frame(gw_worker_t *w, const gwp_msg_t *m)
 {
     switch (m->frame.type) {
     case GWP_MSG_READY:
+        /* A stop or retirement can cross a READY already on its way. */
+        if (w->state == GW_WORKER_DRAINING) return 0;
         if (w->state != GW_WORKER_SPAWNING) return -1;
         if (m->u.ready.version != GWP_VERSION) {
             gw_error("worker %d (pid %d): protocol version %u, master speaks %u",
@@ -450,6 +452,19 @@ int gw_supervisor_all_exited(void)
     for (unsigned i = 0; i < gw.nworkers; i++)
         if (gw.workers[i].pid > 0) return 0;
     return 1;
+}
+
+void gw_worker_retire(gw_worker_t *w, const char *why)
+{
+    if (w->state != GW_WORKER_READY && w->state != GW_WORKER_SPAWNING) return;
+    gwp_quit_t q = { .graceful = 1, .timeout_ms = (uint32_t)(gw.cfg.graceful_timeout * 1000) };
+    gw_info("worker %d (pid %d) retiring: %s", w->slot, (int)w->pid, why);
+    w->state = GW_WORKER_DRAINING;
+    if (w->fd >= 0 && gwp_encode_quit(&w->out, &q) == 0) gw_worker_schedule_flush(w);
+    else if (w->pid > 0) kill(w->pid, SIGTERM);
+    ev_timer_stop(gw.loop, &w->timer);
+    ev_timer_set(&w->timer, gw.cfg.graceful_timeout + 1.0, 0.);
+    ev_timer_start(gw.loop, &w->timer);
 }
 
 void gw_supervisor_stop(int graceful)

@@ -724,7 +724,6 @@ static void on_hello(const gwp_hello_t *h)
         boot_fail(err);
         return;
     }
-    if (W.phase != GWL_W_HELLO) return;   /* a hook ran into QUIT/TERM handling */
 
     gwp_ready_t ready = {
         .version = GWP_VERSION,

@@ -439,6 +439,7 @@ class Gateway:
         if not os.access(GATEWAY, os.X_OK):
             raise AssertionError("%s is missing; run `make all` first" % GATEWAY)
         self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="gw-e2e-")
+        os.makedirs(self.tmpdir, exist_ok=True)
         self.log_path = os.path.join(self.tmpdir, "gateway.log")
         self.allowed = []
         self.conns = []
@@ -454,7 +455,7 @@ class Gateway:
         else:
             binds = [bind] if isinstance(bind, str) else list(bind)
         self.binds = binds
-        self._pick_primary(binds[0])
+        self._pick_primary(binds[0] if binds else "127.0.0.1:8000")   # [] = no -b
         args = [GATEWAY]
         if workers is not None:
             args += ["-w", str(workers)]

@@ -96,3 +96,32 @@ def test_expect_continue_over_limit_gets_413_not_100(hello):
     data = build_request("POST", "/", [("Content-Length", "2000"), ("Expect", "100-continue")])
     r = expect_rejected(hello, data, (413,), "Expect: 100-continue with an oversize body")
     assert r.status != 100
+
+
+def test_custom_limits_take_effect(gateway):
+    gw = gateway("hello", "--limit-request-line", "100", "--limit-request-fields", "5",
+                 "--limit-request-field-size", "200")
+    assert gw.request("GET", "/" + "a" * 80).status == 200
+    expect_rejected(gw, build_request("GET", "/" + "a" * 120), (414, 400),
+                    "request line 130 > --limit-request-line 100")
+    assert gw.request("GET", "/", [("X-%d" % i, "v") for i in range(4)]).status == 200
+    expect_rejected(gw, build_request("GET", "/", [("X-%d" % i, "v") for i in range(5)]),
+                    (431,), "6 fields > --limit-request-fields 5")
+    assert gw.request("GET", "/", [("X-A", "a" * 150)]).status == 200
+    expect_rejected(gw, build_request("GET", "/", [("X-A", "a" * 250)]), (431,),
+                    "a 255-byte field > --limit-request-field-size 200")
+
+
+@pytest.mark.parametrize("chunk", [b"zz\r\nab\r\n", b"ffffffffffffffffffff\r\nab\r\n",
+                                   b"2\r\nabXX0\r\n\r\n"])
+def test_bad_chunked_body_before_response(gateway, chunk):
+    """The body is bad before the app has answered (the sleep app answers
+    after 500 ms and does not read the body): 400, closed."""
+    gw = gateway("sleep")
+    with gw.connect() as c:
+        c.send(b"POST /?ms=500 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk)
+        r = c.read_response()
+        ok = (400, 413) if chunk.startswith(b"fffff") else (400,)
+        assert r.status in ok, "bad chunk %r: expected %s, got %r" % (chunk, ok, r)
+        assert c.closed_by_peer(2.0)
+    assert gw.get("/?ms=0").status == 200

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gwharness import Conn, build_request, free_port, have_ipv6
+from gwharness import Conn, build_request, free_port, have_ipv6, wait_until
 
 
 def unix_get(path, target="/"):
@@ -97,3 +97,68 @@ def test_graceful_stop_finishes_in_flight(gateway):
         "a response finished during graceful stop should say Connection: close: %r" % r
     assert 0.4 <= took <= 2.0, "master exited %.2fs after TERM (in-flight had ~0.6s left)" % took
     assert gw.stop() == 0
+
+
+def test_log_level_warning_hides_info(gateway):
+    port = free_port()
+    gw = gateway("hello", "--log-level", "warning", bind="127.0.0.1:%d" % port,
+                 wait_ready=False)
+
+    def serving():
+        try:
+            return gw.get("/", timeout=1).status == 200
+        except OSError:
+            return False
+    wait_until(serving, 10, interval=0.05, what="the gateway to serve")
+    info = [ln for ln in gw.log_lines() if "[info]" in ln or "[debug]" in ln]
+    assert not info, "--log-level warning still logs: %s" % info[:5]
+
+
+def test_default_bind_8000(gateway):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 8000))
+    except OSError:
+        pytest.skip("127.0.0.1:8000 is in use on this host")
+    finally:
+        s.close()
+    gw = gateway("hello", bind=[])          # no -b at all
+    assert "127.0.0.1:8000" in gw.ready_line(), gw.ready_line()
+    r = gw.get("/")
+    assert r.status == 200 and r.body == b"Hello, World!", r
+
+
+def test_stop_during_startup(gateway, tmp_dir):
+    """TERM at any moment of start-up: the master exits 0 once it has started
+    (a TERM before it logged anything may kill it, but must not orphan a
+    child), leaves nothing behind, and logs no error."""
+    import gwharness as h
+    problems = []
+    for i in range(24):
+        gw = h.Gateway("worker", workers=2, wait_ready=False,
+                       tmpdir=os.path.join(tmp_dir, str(i)))
+        time.sleep(0.0005 * i)
+        gw.stop()
+        logged = gw.log_lines()
+        probs = list(gw.problems)
+        if not logged:
+            probs = [p for p in probs if not p.startswith("master exit status -15")]
+        probs += gw.log_problems()
+        if probs:
+            problems.append("TERM after %.1f ms (%d log lines): %s"
+                            % (0.5 * i, len(logged), probs))
+        h.reap_strays()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_quick_stop(gateway, tmp_dir, sig):
+    path = os.path.join(tmp_dir, "q.sock")
+    gw = gateway("sleep", bind="unix:" + path, workers=2)
+    c = gw.connect()
+    c.send(build_request("GET", "/?ms=3000"))
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    assert gw.stop(sig=sig) == 0, gw.log_tail()
+    assert time.monotonic() - t0 < 1.5, "quick stop waited for the in-flight request"
+    assert not os.path.exists(path), "unix socket file left after %s" % sig.name

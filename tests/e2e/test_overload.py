@@ -116,3 +116,22 @@ def test_block_runs_on_thread_pool(gateway):
     rl = long_.get("r")
     assert not isinstance(rl, Exception) and rl.status == 200 and rl.body == b"blocked 1000 ms\n", rl
     assert worker_pid(rl) == worker_pid(r)
+
+
+def test_queued_request_whose_client_left_frees_its_place(gateway):
+    gw = gateway("sleep", "--max-inflight", "1", "--max-queue", "1", workers=1)
+    ta, a = run_in_thread(gw.request, "GET", "/?ms=800")
+    time.sleep(0.2)
+    b = gw.connect()
+    b.send(build_request("GET", "/?ms=0"))           # queued behind A
+    time.sleep(0.2)
+    b.close()                                          # ... and gone
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    c = gw.request("GET", "/?ms=0")
+    assert c.status == 200 and c.body == b"slept 0 ms\n", \
+        "a queued request whose client left still held the only queue place: %r" % c
+    assert time.monotonic() - t0 < 1.0
+    ta.join(10)
+    ra = a.get("r")
+    assert not isinstance(ra, Exception) and ra.status == 200, ra

@@ -64,17 +64,22 @@ def app_loaded_lines(gw):
 
 
 def test_preload_loads_once_in_master(gateway):
-    gw = gateway("hello", "--preload", workers=3)
-    workers = gw.wait_workers(3)
+    gw = gateway("worker", "--preload", "--balance", "rr", workers=3)
+    workers = set(gw.wait_workers(3))
     lines = app_loaded_lines(gw)
     assert len(lines) == 1, "with --preload expected one 'app loaded' line, got %s" % lines
     logpid, inpid, what = lines[0]
     assert logpid == gw.pid and inpid == gw.pid, \
         "app loaded in pid %d (line pid %d), master is %d" % (inpid, logpid, gw.pid)
-    assert what.endswith("hello.so:gateway_app"), what
-    # and it serves from every worker
-    assert gw.get("/").status == 200
-    assert not set(workers) & {inpid}
+    assert what.endswith("worker.so:gateway_app"), what
+    # startup hooks still run in each worker, after fork, on its own loop
+    infos = {}
+    for _ in range(6):
+        i = worker_info(gw)
+        infos[i["pid"]] = i
+    assert set(infos) == workers, "served by %s, workers %s" % (sorted(infos), sorted(workers))
+    assert len({i["hook"] for i in infos.values()}) == 3, infos
+    assert len({i["loop"] for i in infos.values()}) == 3, infos
 
 
 def test_no_preload_loads_in_each_worker(gateway):
@@ -157,3 +162,23 @@ def test_sigkill_worker_is_replaced(gateway):
     alerts = [ln for ln in gw.log_lines() if "[alert]" in ln]
     assert any(str(victim) in ln for ln in alerts), \
         "expected an [alert] naming the killed worker %d; alerts: %s" % (victim, alerts)
+
+
+@pytest.mark.allow_log(r"\[alert\].*signal")
+def test_rr_skips_dead_worker(gateway):
+    gw = gateway("hello", "--balance", "rr", workers=2)
+    a, b = gw.wait_workers(2)
+    mark = gw.log_mark()
+    os.kill(b, signal.SIGKILL)
+    gw.wait_log(r"\[alert\].*%d" % b, since=mark)   # the master has noticed
+    pids = []
+    for _ in range(10):
+        r = gw.get("/")
+        assert r.status == 200 and r.body == b"Hello, World!", \
+            "request after a worker died (rr must skip it): %r" % r
+        pids.append(worker_pid(r))
+    assert b not in pids, pids
+    (new,) = set(gw.wait_workers(2, exclude=[b])) - {a}
+    served = set()
+    wait_until(lambda: served.add(gw.get("/").worker_pid) or new in served, 5,
+               interval=0.05, what="the replacement worker %d to serve" % new)

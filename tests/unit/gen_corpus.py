@@ -419,16 +419,14 @@ def gen_llhttp(rows, em):
                 continue
             msgs = []
             for i, m in enumerate(exp):
-                hdrs = [(latin1(n), latin1(v)) for n, v in m["headers"]]
-                dropped_here = [h for h in hdrs if b"_" in h[0]]
-                hdrs = [h for h in hdrs if b"_" not in h[0]]
+                # '_' names are dropped by policy (none in llhttp 9.4.2)
+                hdrs = [(latin1(n), latin1(v)) for n, v in m["headers"] if "_" not in n]
                 has_host = any(n.lower() == b"host" for n, _ in hdrs)
                 if variant == "+Host" and m["version"] == "1.1" and not has_host \
                         and m.get("protocol", "HTTP") == "HTTP":
                     hdrs.insert(0, (b"Host", b"localhost"))
                     has_host = True
                 why, st = derive_policy(m, has_host)
-                assert not dropped_here
                 head_complete = 1 if m.get("headers_complete", True) else 0
                 complete = 1 if m.get("complete", True) else 0
                 msgs.append(dict(method=latin1(m["method"]), target=latin1(m["target"]),

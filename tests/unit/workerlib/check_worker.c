@@ -1286,7 +1286,7 @@ START_TEST(test_example_stream_sleep_block)
         ck_assert_ptr_null(resp_header(&m.u.response, "Content-Length"));
         ck_assert_str_eq(resp_header(&m.u.response, "Content-Type"), "text/plain");
         check_pid_header(&p, &m.u.response);
-        ck_assert_int_lt(now_ms() - t0, 25);    /* the head does not wait */
+        ck_assert_uint_eq(m.u.response.body.len, 0);   /* the head did not wait */
         len = 0;
         int end = 0;
         while (!end) {
@@ -1335,7 +1335,7 @@ START_TEST(test_example_stream_sleep_block)
         ck_assert_int_eq(peer_next(&p, &m, TMO), 1);
         ck_assert_int_eq(peer_next(&p, &m, TMO), 1);
         /* Two pool threads at once: both within about one sleep. */
-        ck_assert_int_lt(now_ms() - t0, 110);
+        ck_assert_int_lt(now_ms() - t0, 115);   /* serial would be >= 120 */
         ck_assert(str_is(m.u.response.body, "blocked 60 ms\n"));
         send_quit(&p, 1, 2000);
         ck_assert_int_eq(peer_wait(&p, 3000), 0);
