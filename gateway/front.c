@@ -64,6 +64,7 @@ struct gw_conn_s {
     char          *out;             /* unsent output is out[out_pos..out_len) */
     size_t         out_pos, out_len, out_cap;
     gw_req_t      *req;             /* the request in progress, if any */
+    size_t         head_again_len;  /* buffered head bytes at the last AGAIN */
     uint64_t       discard_left;    /* unread body still to drop (length) */
     uint64_t       discarded;       /* dropped so far (chunked cap) */
     gw_http1_chunked_t discard_chunked;
@@ -738,14 +739,22 @@ static void conn_process(gw_conn_t *c)
             break;
         }
         c->state = CONN_HEAD;
+        /* The parser re-scans from the head's start, so a client dribbling
+         * bytes would cost O(n^2). Re-parse only when a new line arrived or
+         * the buffer doubled since the last incomplete parse: limits are
+         * still caught (at most one doubling late), bytes once each. */
+        size_t len = c->in_len - c->in_pos, seen = c->head_again_len;
+        if (seen && len > seen && len < 2 * seen &&
+            !memchr(c->in + c->in_pos + seen, '\n', len - seen))
+            break;
         gw_http1_request_t h;
         gw_http1_error_t err;
         memset(&h, 0, sizeof(h));
         h.headers = parse_hdrs;
         h.max_headers = sizeof(parse_hdrs) / sizeof(parse_hdrs[0]);
-        ssize_t hl = gw_http1_parse_request(c->in + c->in_pos, c->in_len - c->in_pos,
-                                            &gw.cfg.limits, &h, &err);
-        if (hl == GW_HTTP1_AGAIN) break;
+        ssize_t hl = gw_http1_parse_request(c->in + c->in_pos, len, &gw.cfg.limits, &h, &err);
+        if (hl == GW_HTTP1_AGAIN) { c->head_again_len = len; break; }
+        c->head_again_len = 0;
         if (hl < 0) {
             conn_fail(c, err.status, err.why, NULL);
             return;

@@ -173,6 +173,7 @@ int main(int argc, char **argv)
         gwl_app_t *app = gwl__app_create();
         if (!app || gwl__app_load(app, gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
             fprintf(stderr, "gateway: %s\n", app ? err : "out of memory");
+            gwl__app_destroy(app);
             gw_listeners_close(gw.listeners, gw.nlisteners);
             return 1;
         }

@@ -56,6 +56,15 @@ gwl_app_t *gwl__app_create(void)
     return app;
 }
 
+void gwl__app_destroy(gwl_app_t *app)
+{
+    if (app == NULL) return;
+    free(app->startup.v);
+    free(app->shutdown.v);
+    /* app->dl stays open: code from it may still be referenced. */
+    free(app);
+}
+
 int gwl__app_loaded(const gwl_app_t *app)
 {
     return app != NULL && app->loaded;

@@ -21,6 +21,8 @@ typedef struct {
 
 /* Create an empty registry (no handler, no hooks). NULL on ENOMEM. */
 gwl_app_t *gwl__app_create(void);
+/* Free a registry (hook lists included); the dlopen handle stays open. */
+void gwl__app_destroy(gwl_app_t *app);
 /* True once an entry point has run successfully on this registry. */
 int gwl__app_loaded(const gwl_app_t *app);
 /*

@@ -11,6 +11,8 @@
 #include "check_main.h"
 #include "http1.h"
 
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1608,6 +1610,38 @@ START_TEST(small_header_array)
 }
 END_TEST
 
+/* The guard page itself: one byte past a guarded copy must fault, or the
+ * over-read protection of every test above would be an illusion. The
+ * fault is caught here (ASan's abort_on_error would turn it into SIGABRT). */
+static sigjmp_buf guard_jmp;
+
+static void
+guard_on_segv(int sig)
+{
+    (void)sig;
+    siglongjmp(guard_jmp, 1);
+}
+
+START_TEST(guard_page_faults)
+{
+    struct sigaction sa, old;
+    const volatile char *g = guarded("GET", 3);
+    volatile int faulted = 0;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = guard_on_segv;
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(SIGSEGV, &sa, &old), 0);
+    if (sigsetjmp(guard_jmp, 1) == 0)
+        (void)g[3];
+    else
+        faulted = 1;
+    sigaction(SIGSEGV, &old, NULL);
+    ck_assert_msg(faulted, "reading past a guarded buffer did not fault");
+    ck_assert_int_eq(g[2], 'T');
+}
+END_TEST
+
 static Suite *
 http1_suite(void)
 {
@@ -1650,6 +1684,7 @@ http1_suite(void)
     tcase_add_test(tc, byte_classes);
     tcase_add_test(tc, reasons_and_defaults);
     tcase_add_test(tc, small_header_array);
+    tcase_add_test(tc, guard_page_faults);
     suite_add_tcase(s, tc);
     return s;
 }
