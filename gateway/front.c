@@ -114,6 +114,7 @@ static void req_send(gw_req_t *r, gw_worker_t *w);
 static void req_forward_body(gw_req_t *r);
 static void req_detach_worker(gw_req_t *r, int cancel, const char *reason);
 static void req_free(gw_req_t *r);
+static gw_req_t *req_alloc(void);
 
 /* ---- small buffer helpers ---- */
 
@@ -475,9 +476,27 @@ static void conn_on_readable(struct ev_loop *loop, ev_io *io, int revents)
 
 /* ---- requests ---- */
 
+/* Requests are recycled: one calloc per request was measurable. */
+static gw_req_t *req_pool;
+static unsigned  req_pool_len;
+#define REQ_POOL_MAX 1024
+
+static gw_req_t *req_alloc(void)
+{
+    gw_req_t *r = req_pool;
+    if (!r) return calloc(1, sizeof(*r));
+    req_pool = r->qnext;
+    req_pool_len--;
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
 static void req_free(gw_req_t *r)
 {
-    free(r);
+    if (req_pool_len >= REQ_POOL_MAX) { free(r); return; }
+    r->qnext = req_pool;
+    req_pool = r;
+    req_pool_len++;
 }
 
 /* Remove r from its worker's stream table; CANCEL tells the worker. */
@@ -526,8 +545,9 @@ void gw_front_dispatch_queue(void)
                                          gw.cfg.max_inflight, &gw.rr_cursor);
         if (!w) break;
         gw_req_t *r = queue_pop();
+        gw_conn_t *c = r->conn;   /* r may be freed by req_send; c lives to the prepare hook */
         req_send(r, w);
-        if (r->conn) conn_update_io(r->conn);
+        if (c && !c->closed) conn_update_io(c);
     }
     running = 0;
 }
@@ -537,7 +557,7 @@ static void req_encode(gw_req_t *r, gw_worker_t *w, const gw_http1_request_t *h,
 /* A parsed head: pick a worker (or queue) and send REQUEST. */
 static void req_start(gw_conn_t *c, const gw_http1_request_t *h, size_t hl)
 {
-    gw_req_t *r = calloc(1, sizeof(*r));
+    gw_req_t *r = req_alloc();
     if (!r) { conn_fail(c, 503, "out of memory", "Retry-After: 1\r\n"); return; }
     r->conn = c;
     r->body_kind = h->body;
@@ -766,24 +786,55 @@ static void conn_process(gw_conn_t *c)
 
 /* ---- responses from workers ---- */
 
-static int header_is(const gwp_str_t *n, const char *lit, size_t len)
-{
-    return n->len == len && strncasecmp(n->ptr, lit, len) == 0;
-}
+/* RFC 9110 tchar, for checking response field names from workers. */
+static const uint8_t tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
+    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
 
 static int valid_field(const gwp_header_t *h)
 {
     if (h->name.len == 0) return 0;
-    for (size_t i = 0; i < h->name.len; i++) {
-        unsigned char ch = (unsigned char)h->name.ptr[i];
-        if (ch <= 0x20 || ch >= 0x7f || strchr("\"(),/:;<=>?@[\\]{}", ch)) return 0;
-    }
+    for (size_t i = 0; i < h->name.len; i++)
+        if (!tchar[(unsigned char)h->name.ptr[i]]) return 0;
     for (size_t i = 0; i < h->value.len; i++) {
         unsigned char ch = (unsigned char)h->value.ptr[i];
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return 0;
     }
     return 1;
 }
+
+/* What the front does with a response field from a worker. */
+enum { HF_PASS = 0, HF_DROP, HF_LENGTH, HF_SERVER, HF_DATE };
+
+static int header_class(const gwp_str_t *n)
+{
+#define IS(lit) (strncasecmp(n->ptr, lit, sizeof(lit) - 1) == 0)
+    switch (n->len) {   /* length first: most fields cost one switch */
+    case 2:  return IS("te") ? HF_DROP : HF_PASS;
+    case 4:  return IS("date") ? HF_DATE : HF_PASS;
+    case 6:  return IS("server") ? HF_SERVER : HF_PASS;
+    case 7:  return IS("upgrade") || IS("trailer") ? HF_DROP : HF_PASS;
+    case 10: return IS("connection") || IS("keep-alive") ? HF_DROP : HF_PASS;
+    case 14: return IS("content-length") ? HF_LENGTH : HF_PASS;
+    case 16: return IS("proxy-connection") ? HF_DROP : HF_PASS;
+    case 17: return IS("transfer-encoding") ? HF_DROP : HF_PASS;
+    default: return HF_PASS;
+    }
+#undef IS
+}
+
+static uint8_t resp_class[GWP_MAX_HEADERS];
 
 static gw_req_t *stream_lookup(gw_worker_t *w, const gwp_msg_t *m)
 {
@@ -845,8 +896,13 @@ static void resp_append_data(gw_req_t *r, const char *p, size_t n)
     if (out_reserve(c, n + 32) < 0) { conn_close(c); return; }
     if (r->resp_chunked) {
         char hex[20];
-        int hn = snprintf(hex, sizeof(hex), "%zx\r\n", n);
-        out_put(c, hex, (size_t)hn);
+        size_t hn = 0, v = n;
+        char tmp[16];
+        do { tmp[hn++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+        for (size_t k = 0; k < hn; k++) hex[k] = tmp[hn - 1 - k];
+        hex[hn++] = '\r';
+        hex[hn++] = '\n';
+        out_put(c, hex, hn);
         out_put(c, p, n);
         OUT_LIT(c, "\r\n");
     } else {
@@ -909,7 +965,8 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
     for (uint32_t i = 0; i < resp->nheaders; i++) {
         const gwp_header_t *hd = &resp->headers[i];
         if (!valid_field(hd)) { resp_bad(r, "invalid header field"); return; }
-        if (header_is(&hd->name, "content-length", 14)) {
+        int cls = resp_class[i] = (uint8_t)header_class(&hd->name);
+        if (cls == HF_LENGTH) {
             uint64_t v = 0;
             if (hd->value.len == 0 || hd->value.len > 18) { resp_bad(r, "bad Content-Length"); return; }
             for (size_t k = 0; k < hd->value.len; k++) {
@@ -919,8 +976,8 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
             }
             if (app_len >= 0 && (uint64_t)app_len != v) { resp_bad(r, "conflicting Content-Length"); return; }
             app_len = (int64_t)v;
-        } else if (header_is(&hd->name, "server", 6)) has_server = 1;
-        else if (header_is(&hd->name, "date", 4)) has_date = 1;
+        } else if (cls == HF_SERVER) has_server = 1;
+        else if (cls == HF_DATE) has_date = 1;
     }
     uint64_t length = 0;
     int known = 0;
@@ -946,12 +1003,19 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
     for (uint32_t i = 0; i < resp->nheaders; i++)
         need += resp->headers[i].name.len + resp->headers[i].value.len + 4;
     if (out_reserve(c, need) < 0) { conn_close(c); return; }
-    char line[64];
-    const char *reason = gw_http1_reason(st);
-    int ln = snprintf(line, sizeof(line), "HTTP/1.1 %d ", st);
-    out_put(c, line, (size_t)ln);
-    out_put(c, reason, strlen(reason));
-    OUT_LIT(c, "\r\n");
+    if (st == 200) {
+        OUT_LIT(c, "HTTP/1.1 200 OK\r\n");
+    } else {
+        const char *reason = gw_http1_reason(st);
+        char line[16] = "HTTP/1.1 ";
+        line[9] = (char)('0' + st / 100);
+        line[10] = (char)('0' + st / 10 % 10);
+        line[11] = (char)('0' + st % 10);
+        line[12] = ' ';
+        out_put(c, line, 13);
+        out_put(c, reason, strlen(reason));
+        OUT_LIT(c, "\r\n");
+    }
     if (!has_server) OUT_LIT(c, "Server: " GW_SERVER_HEADER "\r\n");
     if (!has_date) {
         size_t dl;
@@ -964,11 +1028,7 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
         const gwp_header_t *hd = &resp->headers[i];
         const gwp_str_t *n = &hd->name;
         /* hop-by-hop and framing headers are ours to decide */
-        if (header_is(n, "content-length", 14) || header_is(n, "transfer-encoding", 17) ||
-            header_is(n, "connection", 10) || header_is(n, "keep-alive", 10) ||
-            header_is(n, "proxy-connection", 16) || header_is(n, "upgrade", 7) ||
-            header_is(n, "trailer", 7) || header_is(n, "te", 2))
-            continue;
+        if (resp_class[i] == HF_DROP || resp_class[i] == HF_LENGTH) continue;
         out_put(c, n->ptr, n->len);
         OUT_LIT(c, ": ");
         out_put(c, hd->value.ptr, hd->value.len);

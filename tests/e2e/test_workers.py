@@ -182,3 +182,26 @@ def test_rr_skips_dead_worker(gateway):
     served = set()
     wait_until(lambda: served.add(gw.get("/").worker_pid) or new in served, 5,
                interval=0.05, what="the replacement worker %d to serve" % new)
+
+
+def test_workers_hold_only_their_channel(gateway, tmp_dir):
+    """A forked worker closes every descriptor it inherited except its own
+    channel (fd 3): no listener, no client connection, no other worker's
+    channel. Checked while a client connection is open on the master."""
+    from gwharness import fd_targets
+    path = os.path.join(tmp_dir, "w.sock")
+    gw = gateway("hello", bind="unix:" + path, workers=3)
+    pids = gw.wait_workers(3)
+    c = gw.connect()              # an accepted client fd exists in the master now
+    master_sockets = {t for t in fd_targets(gw.pid).values() if t.startswith("socket:")}
+    for pid in pids:
+        fds = fd_targets(pid)
+        sockets = {fd: t for fd, t in fds.items() if t.startswith("socket:")}
+        assert list(sockets) == [3], "worker %d holds sockets %s" % (pid, sockets)
+        assert sockets[3] not in master_sockets, "worker %d shares a master socket" % pid
+        # 0-2 are the log; the rest are its own loop's (epoll, eventfd, pipes)
+        for fd, t in fds.items():
+            if fd > 3:
+                assert t.startswith("anon_inode:") or t.startswith("pipe:"), \
+                    "worker %d has unexpected fd %d -> %s" % (pid, fd, t)
+    c.close()
