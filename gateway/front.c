@@ -69,7 +69,9 @@ struct gw_conn_s {
     uint64_t       discarded;       /* dropped so far (chunked cap) */
     gw_http1_chunked_t discard_chunked;
     unsigned       discarding:1, discard_is_chunked:1;
-    double         timer_for;       /* current timer length (0 = stopped) */
+    double         timer_for;       /* current timeout length (0 = none) */
+    ev_tstamp      deadline;        /* when it expires (0 = none) */
+    ev_tstamp      armed_for;       /* when the libev timer will fire */
     int            timer_state;     /* state the timer was armed for */
     unsigned       closed:1, flush_queued:1, reading:1, writing:1;
     gw_conn_t     *flush_next;
@@ -175,16 +177,31 @@ static size_t fmt_u64(char *p, uint64_t v)
 
 /* ---- timers ---- */
 
+/*
+ * Every connection changes its timeout several times per request (idle,
+ * head, waiting, idle again). Moving a libev timer each time costs heap
+ * work; instead the connection keeps a deadline, the timer is re-armed only
+ * when the deadline moves earlier than where it is set to fire, and an
+ * early firing re-arms for the remainder (libev's "be smart about
+ * timeouts"). Progress just pushes the deadline.
+ */
 static void conn_set_timer(gw_conn_t *c, double seconds)
 {
-    if (seconds <= 0) {
-        if (c->timer_for > 0) ev_timer_stop(gw.loop, &c->timer);
-        c->timer_for = 0;
-        return;
+    c->timer_for = seconds > 0 ? seconds : 0;
+    if (seconds <= 0) { c->deadline = 0; return; }   /* a pending firing finds nothing */
+    c->deadline = ev_now(gw.loop) + seconds;
+    if (!ev_is_active(&c->timer) || c->armed_for > c->deadline) {
+        ev_timer_stop(gw.loop, &c->timer);
+        ev_timer_set(&c->timer, seconds, 0.);
+        ev_timer_start(gw.loop, &c->timer);
+        c->armed_for = c->deadline;
     }
-    c->timer_for = seconds;
-    c->timer.repeat = seconds;
-    ev_timer_again(gw.loop, &c->timer);
+}
+
+/* Progress on the connection restarts the current timeout. */
+static inline void conn_touch(gw_conn_t *c)
+{
+    if (c->timer_for > 0) c->deadline = ev_now(gw.loop) + c->timer_for;
 }
 
 /* ---- error responses from the front itself ---- */
@@ -377,8 +394,7 @@ static void conn_update_io(gw_conn_t *c)
     }
     /* Keep a running timer running (it measures silence, re-armed on
      * progress by the callers); switch only when the length changes. */
-    if (t != c->timer_for || (int)c->state != c->timer_state ||
-        (t > 0 && !ev_is_active(&c->timer))) {
+    if (t != c->timer_for || (int)c->state != c->timer_state) {
         c->timer_state = (int)c->state;
         conn_set_timer(c, t);
     }
@@ -388,6 +404,15 @@ static void conn_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     gw_conn_t *c = (gw_conn_t *)((char *)t - offsetof(gw_conn_t, timer));
     gw_req_t *r = c->req;
+    if (c->deadline == 0) return;                  /* timeout was cleared */
+    ev_tstamp left = c->deadline - ev_now(loop);
+    if (left > 0.001) {                            /* moved later: sleep on */
+        ev_timer_set(&c->timer, left, 0.);
+        ev_timer_start(loop, &c->timer);
+        c->armed_for = c->deadline;
+        return;
+    }
+    c->deadline = 0;
     switch (c->state) {
     case CONN_IDLE:
     case CONN_LINGER:
@@ -422,8 +447,7 @@ static void conn_on_writable(struct ev_loop *loop, ev_io *io, int revents)
     gw_conn_t *c = (gw_conn_t *)((char *)io - offsetof(gw_conn_t, wio));
     size_t before = out_pending(c);
     conn_flush(c);
-    if (!c->closed && out_pending(c) < before && c->timer_for > 0)
-        ev_timer_again(gw.loop, &c->timer);   /* progress resets the send timer */
+    if (!c->closed && out_pending(c) < before) conn_touch(c);   /* progress resets the send timer */
 }
 
 static void conn_on_readable(struct ev_loop *loop, ev_io *io, int revents)
@@ -470,7 +494,7 @@ static void conn_on_readable(struct ev_loop *loop, ev_io *io, int revents)
     }
     c->in_len += (size_t)n;
     if (c->state == CONN_IDLE) c->state = CONN_HEAD;
-    else if (c->timer_for > 0 && c->state == CONN_REQUEST) ev_timer_again(gw.loop, &c->timer);
+    else if (c->state == CONN_REQUEST) conn_touch(c);
     conn_process(c);
 }
 
