@@ -56,7 +56,7 @@ $(BUILD)/gatewayctl: tools/gatewayctl.c $(BUILD)/obj/proto/gwp.o
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ tools/gatewayctl.c $(BUILD)/obj/proto/gwp.o $(MSGPACK_LIBS)
 
-$(BUILD)/examples/%.so: workerlib/examples/%.c workerlib/gwl.h
+$(BUILD)/examples/%.so: workerlib/examples/%.c workerlib/gwl.h workerlib/examples/example.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fPIC -shared -o $@ $< $(EV_LIBS)
 

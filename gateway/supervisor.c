@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -274,6 +275,8 @@ static void child_main(gw_worker_t *w, int fd)
     char role[32];
     snprintf(role, sizeof(role), "worker %d", w->slot);
     gw_log_set_role(role);
+    snprintf(role, sizeof(role), "gw-worker-%d", w->slot);   /* shown by ps -o comm, top */
+    prctl(PR_SET_NAME, role, 0, 0, 0);
     gwl__worker_opts_t o = { .slot = w->slot, .app_path = gw.cfg.app_path,
                              .app_symbol = gw.cfg.app_symbol };
     gwl_app_t *app = gw.app ? (gwl_app_t *)gw.app : gwl__app_create();

@@ -12,6 +12,7 @@
  * Work runs on a pool thread; everything else on the loop thread.
  */
 #include "gwl.h"
+#include "example.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,19 +23,6 @@ typedef struct {
     gwl_req_t *req;
     long       ms;
 } block_ctx_t;
-
-static long qparam(const char *query, const char *name, long def)
-{
-    size_t nl = strlen(name);
-    for (const char *p = query; p && *p; p = strchr(p, '&'), p = p ? p + 1 : NULL) {
-        if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            char *end;
-            long v = strtol(p + nl + 1, &end, 10);
-            return (end != p + nl + 1 && v >= 0) ? v : def;
-        }
-    }
-    return def;
-}
 
 /* Pool thread: must not touch the request. */
 static void block_work(void *arg)

@@ -12,6 +12,7 @@
  * Runs in a worker process, on its loop thread.
  */
 #include "gwl.h"
+#include "example.h"
 
 #include <ev.h>
 #include <stdio.h>
@@ -23,19 +24,6 @@ typedef struct {
     ev_timer   timer;      /* first member: the watcher is the context */
     gwl_req_t *req;
 } crash_ctx_t;
-
-static long qparam(const char *query, const char *name, long def)
-{
-    size_t nl = strlen(name);
-    for (const char *p = query; p && *p; p = strchr(p, '&'), p = p ? p + 1 : NULL) {
-        if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            char *end;
-            long v = strtol(p + nl + 1, &end, 10);
-            return (end != p + nl + 1 && v >= 0) ? v : def;
-        }
-    }
-    return def;
-}
 
 static void crash_ok(gwl_req_t *req)
 {

@@ -11,6 +11,7 @@
  * Runs in a worker process, on its loop thread.
  */
 #include "gwl.h"
+#include "example.h"
 
 #include <ev.h>
 #include <stdio.h>
@@ -25,19 +26,6 @@ typedef struct {
 } stream_ctx_t;
 
 /* Integer query parameter `name`, or def when absent or not a number. */
-static long qparam(const char *query, const char *name, long def)
-{
-    size_t nl = strlen(name);
-    for (const char *p = query; p && *p; p = strchr(p, '&'), p = p ? p + 1 : NULL) {
-        if (strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            char *end;
-            long v = strtol(p + nl + 1, &end, 10);
-            return (end != p + nl + 1 && v >= 0) ? v : def;
-        }
-    }
-    return def;
-}
-
 static void stream_end(stream_ctx_t *c)
 {
     ev_timer_stop(gwl_loop(), &c->timer);
