@@ -60,6 +60,8 @@ unsigned gwl__pool_pending(void);
 #define GWL_FINAL_FLUSH_MS   2000           /* blocking flush of the channel at exit */
 #define GWL_RH_INLINE        160            /* response-header bytes kept inside the request */
 #define GWL_STACK_HEADERS    32
+#define GWL_REQ_BLOCK        2048           /* pooled request allocation size */
+#define GWL_REQ_POOL         32             /* freed blocks kept for reuse */
 
 /* Request state, ordered by lifecycle so each misuse check is one comparison
  * (libunit's NXT_UNIT_RS_*). */
@@ -95,6 +97,7 @@ struct gwl_req_s {
     uint8_t           dirty;          /* on the flush list */
     uint8_t           http_minor;
     uint8_t           keepalive;
+    uint8_t           pooled;         /* a GWL_REQ_BLOCK allocation */
     uint16_t          status;
     uint32_t          in_cb;          /* callbacks into the app running for it */
     uint32_t          owed;           /* body bytes consumed, credit not yet returned */
@@ -111,8 +114,9 @@ struct gwl_req_s {
     void             *cancel_data;
     void             *data;
 
-    /* Response headers as "name\0value\0" pairs; rh points at rh_inline
-     * until it outgrows it. */
+    /* Response headers, each as a rh_ent_t (the lengths) followed by the
+     * name and value bytes, no separators; rh points at rh_inline until it
+     * outgrows it. */
     char             *rh;
     uint32_t          rh_len, rh_cap, rh_count;
     /* Response body waiting for credit: bytes q[q_off..q_len). */
@@ -124,6 +128,11 @@ struct gwl_req_s {
     /* Followed, in the same allocation, by the request header array and
      * every request string, NUL-terminated. */
 };
+
+/* Head of one response header in gwl_req_s.rh; name and value follow. */
+typedef struct {
+    uint32_t nl, vl;
+} rh_ent_t;
 
 typedef struct {
     uint32_t   key;
@@ -173,6 +182,8 @@ typedef struct {
 
     uint64_t        served;
     uint64_t        dropped;        /* frames for unknown/cancelled streams */
+    void           *pool[GWL_REQ_POOL];   /* free GWL_REQ_BLOCK request blocks */
+    uint32_t        npool;
     char            loop_id[128];
 } gwl_worker_t;
 
@@ -327,8 +338,9 @@ static void req_free(gwl_req_t *r)
     if (r->cancelled) W.ncancelled--;
     if (r->state < GWL_RS_DONE) W.active--;   /* only at exit */
     if (r->rh != r->rh_inline) free(r->rh);
-    free(r->q);
-    free(r);
+    if (r->q) free(r->q);
+    if (r->pooled && W.npool < GWL_REQ_POOL) W.pool[W.npool++] = r;
+    else free(r);
 }
 
 static void req_maybe_free(gwl_req_t *r)
@@ -410,14 +422,15 @@ static gwp_header_t *req_resp_headers(gwl_req_t *r, gwp_header_t *stack, size_t 
     uint32_t i = 0;
     if (extra) h[i++] = *extra;
     for (const char *p = r->rh, *end = r->rh + r->rh_len; p < end; i++) {
-        size_t nl = strlen(p);
+        rh_ent_t e;
+        memcpy(&e, p, sizeof(e));
+        p += sizeof(e);
         h[i].name.ptr = p;
-        h[i].name.len = nl;
-        p += nl + 1;
-        size_t vl = strlen(p);
+        h[i].name.len = e.nl;
+        p += e.nl;
         h[i].value.ptr = p;
-        h[i].value.len = vl;
-        p += vl + 1;
+        h[i].value.len = e.vl;
+        p += e.vl;
     }
     *n = total;
     return h;
@@ -517,29 +530,56 @@ static void flush_dirty(void)
     }
 }
 
-static const char *copy_str(char **p, gwp_str_t s)
+/* Copy n bytes; most request strings are a few bytes long, so those go
+ * as overlapping word moves instead of a memcpy call each. Reads stay in
+ * [s, s + n). */
+static inline void copy_bytes(char *d, const char *s, size_t n)
+{
+    if (n > 16) {
+        memcpy(d, s, n);
+    } else if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, s, 8); memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8); memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4); memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4); memcpy(d + n - 4, &b, 4);
+    } else if (n) {
+        d[0] = s[0]; d[n / 2] = s[n / 2]; d[n - 1] = s[n - 1];
+    }
+}
+
+static inline const char *copy_str(char **p, gwp_str_t s)
 {
     char *d = *p;
-    if (s.len) memcpy(d, s.ptr, s.len);
+    copy_bytes(d, s.ptr, s.len);
     d[s.len] = '\0';
     *p = d + s.len + 1;
     return d;
 }
 
-/* One allocation holds the request, its header array and every string. */
+/* One allocation holds the request, its header array and every string.
+ * Heads that fit a GWL_REQ_BLOCK reuse a freed block when there is one. */
 static gwl_req_t *req_create(uint32_t stream, const gwp_request_t *m)
 {
+    const gwp_header_t *mh = m->headers;
+    uint32_t nh = m->nheaders;
     size_t strs = m->method.len + m->target.len + m->path.len + m->query.len
                 + m->peer.len + m->server.len + m->scheme.len + 7;
-    for (uint32_t i = 0; i < m->nheaders; i++)
-        strs += m->headers[i].name.len + m->headers[i].value.len + 2;
-    size_t size = sizeof(gwl_req_t) + m->nheaders * sizeof(gwl_req_header_t) + strs;
-    gwl_req_t *r = malloc(size);
+    for (uint32_t i = 0; i < nh; i++)
+        strs += mh[i].name.len + mh[i].value.len + 2;
+    size_t size = sizeof(gwl_req_t) + nh * sizeof(gwl_req_header_t) + strs;
+    int pooled = size <= GWL_REQ_BLOCK;
+    gwl_req_t *r;
+    if (pooled && W.npool > 0) r = W.pool[--W.npool];
+    else r = malloc(pooled ? GWL_REQ_BLOCK : size);
     if (r == NULL) {
         gw_error("#%" PRIu32 ": out of memory for a %zu-byte request", stream, size);
         return NULL;
     }
     memset(r, 0, offsetof(gwl_req_t, rh_inline));
+    r->pooled = (uint8_t)pooled;
     r->stream = stream;
     r->http_minor = m->http_minor;
     r->keepalive = m->keepalive;
@@ -547,9 +587,10 @@ static gwl_req_t *req_create(uint32_t stream, const gwp_request_t *m)
     r->send_credit = W.window;
     r->rh = r->rh_inline;
     r->rh_cap = GWL_RH_INLINE;
-    r->headers = (gwl_req_header_t *)(r + 1);
-    r->nheaders = m->nheaders;
-    char *p = (char *)(r->headers + m->nheaders);
+    gwl_req_header_t *h = (gwl_req_header_t *)(r + 1);
+    r->headers = h;
+    r->nheaders = nh;
+    char *p = (char *)(h + nh);
     r->method = copy_str(&p, m->method);
     r->target = copy_str(&p, m->target);
     r->path = copy_str(&p, m->path);
@@ -557,9 +598,9 @@ static gwl_req_t *req_create(uint32_t stream, const gwp_request_t *m)
     r->peer = copy_str(&p, m->peer);
     r->server = copy_str(&p, m->server);
     r->scheme = copy_str(&p, m->scheme);
-    for (uint32_t i = 0; i < m->nheaders; i++) {
-        r->headers[i].name = copy_str(&p, m->headers[i].name);
-        r->headers[i].value = copy_str(&p, m->headers[i].value);
+    for (uint32_t i = 0; i < nh; i++) {
+        h[i].name = copy_str(&p, mh[i].name);
+        h[i].value = copy_str(&p, mh[i].value);
     }
     return r;
 }
@@ -875,7 +916,9 @@ static int chan_process(void)
         off += (size_t)n;
         dispatch(&m);
     }
-    if (off > 0) {
+    if (off == W.rlen) {
+        W.rlen = 0;
+    } else if (off > 0) {
         memmove(W.rbuf, W.rbuf + off, W.rlen - off);
         W.rlen -= off;
     }
@@ -1106,6 +1149,7 @@ out:
         while (W.tab[i].val == NULL) i++;
         req_free(W.tab[i].val);
     }
+    while (W.npool > 0) free(W.pool[--W.npool]);
     gwl__pool_done();
     if (W.loop) ev_loop_destroy(W.loop);
     free(W.tab);
@@ -1232,21 +1276,60 @@ static void req_finish(gwl_req_t *r)
     else req_mark(r);
 }
 
-static int header_ok(const char *s, int is_name)
+/*
+ * Header name/value check, eight bytes at a time. A value may not contain
+ * CR or LF (response splitting); a name may not be empty or contain
+ * controls, space, ':', DEL or non-ASCII bytes. Each test below is the
+ * exact "some byte of v is zero / less than n (n <= 128)" word trick, so
+ * the OR of them is exact for the word as a whole.
+ */
+#define B8(c) (0x0101010101010101ull * (uint8_t)(c))
+
+static inline uint64_t zero_byte(uint64_t v)
 {
-    if (is_name && *s == '\0') return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '\r' || c == '\n') return 0;      /* response splitting */
-        if (is_name && (c <= ' ' || c == ':' || c >= 127)) return 0;
-    }
-    return 1;
+    return (v - B8(1)) & ~v & B8(0x80);
 }
 
-static int rh_append(gwl_req_t *r, const char *name, const char *value)
+static inline __attribute__((always_inline)) uint64_t bad_bytes(uint64_t v, int is_name)
 {
-    size_t nl = strlen(name), vl = strlen(value);
-    size_t need = (size_t)r->rh_len + nl + vl + 2;
+    if (is_name)
+        return ((v - B8(0x21)) & ~v & B8(0x80))           /* < 0x21: CTLs, SP */
+             | zero_byte(v ^ B8(':')) | zero_byte(v ^ B8(0x7f)) | (v & B8(0x80));
+    return zero_byte(v ^ B8('\r')) | zero_byte(v ^ B8('\n'));
+}
+
+/* strlen(s), or -1 if s may not go out as a header name / value. */
+static inline __attribute__((always_inline)) ssize_t header_len(const char *s, int is_name)
+{
+    size_t n = strlen(s);
+    uint64_t v, bad = 0;
+    if (n >= 8) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&v, s + i, 8);
+            bad |= bad_bytes(v, is_name);
+        }
+        if (i < n) {                    /* tail: the last 8 bytes again */
+            memcpy(&v, s + n - 8, 8);
+            bad |= bad_bytes(v, is_name);
+        }
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4); memcpy(&b, s + n - 4, 4);
+        bad = bad_bytes((uint64_t)a | (uint64_t)b << 32, is_name);
+    } else if (n > 0) {                 /* padded with 'a', valid for both */
+        v = (B8('a') & ~(uint64_t)0xffffff) | (uint8_t)s[0]
+            | (uint64_t)(uint8_t)s[n / 2] << 8 | (uint64_t)(uint8_t)s[n - 1] << 16;
+        bad = bad_bytes(v, is_name);
+    } else if (is_name) {
+        return -1;
+    }
+    return bad ? -1 : (ssize_t)n;
+}
+
+static int rh_append(gwl_req_t *r, const char *name, size_t nl, const char *value, size_t vl)
+{
+    size_t need = (size_t)r->rh_len + sizeof(rh_ent_t) + nl + vl;
     if (r->rh_count + 2 > GWP_MAX_HEADERS || need > GWP_MAX_PAYLOAD) {
         gw_error("#%" PRIu32 ": too many response headers", r->stream);
         return GWL_ERROR;
@@ -1264,8 +1347,11 @@ static int rh_append(gwl_req_t *r, const char *name, const char *value)
         r->rh = nb;
         r->rh_cap = (uint32_t)cap;
     }
-    memcpy(r->rh + r->rh_len, name, nl + 1);
-    memcpy(r->rh + r->rh_len + nl + 1, value, vl + 1);
+    char *p = r->rh + r->rh_len;
+    rh_ent_t e = { (uint32_t)nl, (uint32_t)vl };
+    memcpy(p, &e, sizeof(e));
+    copy_bytes(p + sizeof(e), name, nl);
+    copy_bytes(p + sizeof(e) + nl, value, vl);
     r->rh_len = (uint32_t)need;
     r->rh_count++;
     return GWL_OK;
@@ -1279,7 +1365,8 @@ int gwl_respond(gwl_req_t *req, int status, const char *content_type,
         gw_error("#%" PRIu32 ": gwl_respond: bad status %d", req->stream, status);
         return GWL_ERROR;
     }
-    if (content_type && !header_ok(content_type, 0)) {
+    ssize_t ctl = content_type ? header_len(content_type, 0) : 0;
+    if (ctl < 0) {
         gw_error("#%" PRIu32 ": gwl_respond: bad Content-Type", req->stream);
         return GWL_ERROR;
     }
@@ -1293,9 +1380,8 @@ int gwl_respond(gwl_req_t *req, int status, const char *content_type,
     /* Fast path: the whole response fits the credit and one frame. */
     if ((int64_t)len <= req->send_credit && len <= W.max_data) {
         gwp_header_t stack[GWL_STACK_HEADERS];
-        gwp_header_t ct = { { "Content-Type", 12 }, { content_type, 0 } };
+        gwp_header_t ct = { { "Content-Type", 12 }, { content_type, (size_t)ctl } };
         gwp_response_t m;
-        if (content_type) ct.value.len = strlen(content_type);
         m.status = (uint32_t)status;
         m.headers = req_resp_headers(req, stack, GWL_STACK_HEADERS,
                                      content_type ? &ct : NULL, &m.nheaders);
@@ -1326,7 +1412,7 @@ int gwl_respond(gwl_req_t *req, int status, const char *content_type,
     }
 
     /* Slow path: queue it all; the flush pass splits it within the credit. */
-    if ((content_type && rh_append(req, "Content-Type", content_type) != GWL_OK)
+    if ((content_type && rh_append(req, "Content-Type", 12, content_type, (size_t)ctl) != GWL_OK)
         || (len && req_queue(req, body, len) != GWL_OK)) {
         req_finish(req);
         req_fail(req, -ENOMEM, "RESPONSE");
@@ -1354,12 +1440,14 @@ int gwl_resp_start(gwl_req_t *req, int status)
 int gwl_resp_header(gwl_req_t *req, const char *name, const char *value)
 {
     if (req->state > GWL_RS_HEAD || req->head_sent) return misuse(req, "gwl_resp_header");
-    if (name == NULL || value == NULL || !header_ok(name, 1) || !header_ok(value, 0)) {
+    ssize_t nl, vl;
+    if (name == NULL || value == NULL || (nl = header_len(name, 1)) < 0
+        || (vl = header_len(value, 0)) < 0) {
         gw_error("#%" PRIu32 ": gwl_resp_header: invalid name or value", req->stream);
         return GWL_ERROR;
     }
     if (req->cancelled) return GWL_OK;
-    return rh_append(req, name, value);
+    return rh_append(req, name, (size_t)nl, value, (size_t)vl);
 }
 
 int gwl_resp_write(gwl_req_t *req, const void *data, size_t len)

@@ -1065,6 +1065,179 @@ START_TEST(test_noncanonical)
 }
 END_TEST
 
+/*
+ * gwp_decode has fast paths for the exact shapes gwp_encode_* writes
+ * (REQUEST, RESPONSE, BODY/RESP_BODY, WINDOW) and falls back to the general
+ * decoder for anything else. Every variant below must decode to the same
+ * message whichever path takes it, and a frame the fast path starts on but
+ * cannot finish must get the general decoder's verdict.
+ */
+static const char long_peer[] = "[2001:db8:1234:5678:9abc:def0:1234:5678]:65535";
+
+static void pack_request_variant(msgpack_packer *pk, int v, int64_t cl, const char *hval)
+{
+    static const char *const order[11] = { "method", "target", "path", "query", "http_minor",
+                                           "headers", "peer", "server", "scheme",
+                                           "content_length", "keepalive" };
+    msgpack_pack_map(pk, v == 5 ? 12 : 11);
+    for (int j = 0; j < 11; j++) {
+        const char *k = order[v == 1 ? 10 - j : j];
+        pk_s(pk, k);
+        if (!strcmp(k, "method")) pk_s(pk, "GET");
+        else if (!strcmp(k, "target")) pk_b(pk, "/a?b");
+        else if (!strcmp(k, "path")) pk_b(pk, "/a");
+        else if (!strcmp(k, "query")) pk_b(pk, "b");
+        else if (!strcmp(k, "http_minor")) msgpack_pack_uint8(pk, 1);
+        else if (!strcmp(k, "headers")) {
+            msgpack_pack_array(pk, 2);
+            msgpack_pack_array(pk, 2);
+            if (v == 2) { pk_s(pk, "Host"); pk_s(pk, "x"); } else { pk_b(pk, "Host"); pk_b(pk, "x"); }
+            msgpack_pack_array(pk, 2);
+            pk_b(pk, "Accept"); pk_b(pk, hval);
+        }
+        else if (!strcmp(k, "peer")) pk_s(pk, v == 3 ? long_peer : "127.0.0.1:5");
+        else if (!strcmp(k, "server")) pk_s(pk, "127.0.0.1:8000");
+        else if (!strcmp(k, "scheme")) pk_s(pk, "http");
+        else if (!strcmp(k, "content_length")) {
+            if (v == 4) { msgpack_pack_fix_int64(pk, cl); continue; }   /* d3: wider than needed */
+            if (cl < 0) msgpack_pack_int64(pk, cl); else msgpack_pack_uint64(pk, (uint64_t)cl);
+        }
+        else if (!strcmp(k, "keepalive")) msgpack_pack_true(pk);
+    }
+    if (v == 5) { pk_s(pk, "zz_new"); msgpack_pack_array(pk, 1); msgpack_pack_nil(pk); }
+}
+
+static ssize_t decode_guarded(gwp_decoder_t *d, guard_t *g, uint8_t type, uint16_t flags,
+                              const void *payload, size_t plen, gwp_msg_t *m, const char **why)
+{
+    uint8_t *f = malloc(12 + plen);
+    size_t n = mkframe(f, GWP_VERSION, type, flags, 1, payload, (uint32_t)plen);
+    *why = NULL;
+    ssize_t rc = gwp_decode(d, guard_put(g, f, n), n, m, why);
+    free(f);
+    ck_assert_msg(rc == GWP_ERROR || rc == (ssize_t)n, "rc %zd of %zu", rc, n);
+    return rc;
+}
+
+START_TEST(test_fast_path_shapes)
+{
+    char big[301];
+    memset(big, 'v', 300);
+    big[300] = '\0';
+    const int64_t cls[] = { 0, 127, 128, 70000, -1, (int64_t)1 << 40 };
+    gwp_decoder_t d;
+    gwp_decoder_init(&d, 0);
+    guard_t g;
+    guard_init(&g, 4096);
+    for (int v = 0; v <= 6; v++) {
+        for (size_t c = 0; c < sizeof cls / sizeof cls[0]; c++) {
+            const char *hval = v == 6 ? big : "*/*";
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            pack_request_variant(&pk, v, cls[c], hval);
+            gwp_msg_t m; const char *why;
+            ssize_t rc = decode_guarded(&d, &g, GWP_MSG_REQUEST, GWP_F_END, sb.data, sb.size, &m, &why);
+            ck_assert_msg(rc > 0, "variant %d cl %" PRId64 ": %s", v, cls[c], why ? why : "-");
+            const gwp_request_t *q = &m.u.request;
+            ck_str(q->method, "GET"); ck_str(q->target, "/a?b"); ck_str(q->path, "/a");
+            ck_str(q->query, "b"); ck_assert_uint_eq(q->http_minor, 1);
+            ck_assert_uint_eq(q->nheaders, 2);
+            ck_str(q->headers[0].name, "Host"); ck_str(q->headers[0].value, "x");
+            ck_str(q->headers[1].name, "Accept"); ck_str(q->headers[1].value, hval);
+            ck_str(q->peer, v == 3 ? long_peer : "127.0.0.1:5");
+            ck_str(q->server, "127.0.0.1:8000"); ck_str(q->scheme, "http");
+            ck_assert(q->content_length == cls[c]);
+            ck_assert_uint_eq(q->keepalive, 1);
+            ck_assert_uint_eq(m.frame.flags, GWP_F_END);
+            msgpack_sbuffer_destroy(&sb);
+        }
+    }
+
+    /* Our own encoder's REQUEST, then the same bytes spoiled late, after
+     * the fast path has filled most of the message. */
+    gwp_buf_t b;
+    gwp_buf_init(&b);
+    gwp_request_t q0 = typical_request();
+    ck_assert_int_eq(gwp_encode_request(&b, 1, 0, &q0), 0);
+    size_t plen = b.len - 12;
+    uint8_t *pl = malloc(plen + 1);
+    gwp_msg_t m; const char *why;
+    memcpy(pl, b.data + 12, plen);
+    ck_assert_int_gt(decode_guarded(&d, &g, GWP_MSG_REQUEST, 0, pl, plen, &m, &why), 0);
+    ck_assert_uint_eq(m.u.request.nheaders, 8);
+    ck_assert_uint_eq(pl[plen - 1], 0xc3);
+    pl[plen - 1] = 0x01;                                  /* keepalive: int, not bool */
+    ck_assert_int_eq(decode_guarded(&d, &g, GWP_MSG_REQUEST, 0, pl, plen, &m, &why), GWP_ERROR);
+    ck_assert_ptr_nonnull(strstr(why, "keepalive: wrong msgpack type"));
+    pl[plen - 1] = 0xc3;
+    pl[plen] = 0xc0;                                      /* one byte too many */
+    ck_assert_int_eq(decode_guarded(&d, &g, GWP_MSG_REQUEST, 0, pl, plen + 1, &m, &why), GWP_ERROR);
+    ck_assert_ptr_nonnull(strstr(why, "trailing bytes"));
+    for (size_t i = 0; i + 11 < plen; i++)                /* http_minor 1 -> 2 */
+        if (memcmp(pl + i, "\xaahttp_minor\x01", 12) == 0) pl[i + 11] = 2;
+    ck_assert_int_eq(decode_guarded(&d, &g, GWP_MSG_REQUEST, 0, pl, plen, &m, &why), GWP_ERROR);
+    ck_assert_ptr_nonnull(strstr(why, "http_minor: value out of range"));
+    free(pl);
+
+    /* RESPONSE: with and without body, status in each uint width, str
+     * body, and an empty body that is present (has_body 1). */
+    static const struct { uint8_t p[48]; size_t n; uint32_t status; int has_body; size_t blen; } rs[] = {
+        { { 0x82, 0xa6, 's', 't', 'a', 't', 'u', 's', 0x64, 0xa7, 'h', 'e', 'a', 'd', 'e', 'r', 's', 0x90 },
+          18, 100, 0, 0 },
+        { { 0x83, 0xa6, 's', 't', 'a', 't', 'u', 's', 0xcc, 0xc8, 0xa7, 'h', 'e', 'a', 'd', 'e', 'r', 's',
+            0x91, 0x92, 0xa1, 'A', 0xc4, 0x01, 'b', 0xa4, 'b', 'o', 'd', 'y', 0xa2, 'h', 'i' },
+          33, 200, 1, 2 },
+        { { 0x83, 0xa6, 's', 't', 'a', 't', 'u', 's', 0xcd, 0x03, 0xe7, 0xa7, 'h', 'e', 'a', 'd', 'e', 'r', 's',
+            0x90, 0xa4, 'b', 'o', 'd', 'y', 0xc4, 0x00 },
+          27, 999, 1, 0 },
+        { { 0x82, 0xa6, 's', 't', 'a', 't', 'u', 's', 0xd1, 0x01, 0xf4, 0xa7, 'h', 'e', 'a', 'd', 'e', 'r', 's',
+            0x90 },
+          20, 500, 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++) {
+        ssize_t rc = decode_guarded(&d, &g, GWP_MSG_RESPONSE, GWP_F_END, rs[i].p, rs[i].n, &m, &why);
+        ck_assert_msg(rc > 0, "response %zu: %s", i, why ? why : "-");
+        ck_assert_uint_eq(m.u.response.status, rs[i].status);
+        ck_assert_uint_eq(m.u.response.has_body, rs[i].has_body);
+        ck_assert_uint_eq(m.u.response.body.len, rs[i].blen);
+        ck_assert_ptr_nonnull(m.u.response.body.ptr);
+    }
+    static const uint8_t st99[] = { 0x82, 0xa6, 's', 't', 'a', 't', 'u', 's', 0x63,
+                                    0xa7, 'h', 'e', 'a', 'd', 'e', 'r', 's', 0x90 };
+    static const uint8_t st1000[] = { 0x82, 0xa6, 's', 't', 'a', 't', 'u', 's', 0xcd, 0x03, 0xe8,
+                                      0xa7, 'h', 'e', 'a', 'd', 'e', 'r', 's', 0x90 };
+    static const uint8_t hdr_short[] = { 0x82, 0xa6, 's', 't', 'a', 't', 'u', 's', 0xcc, 0xc8,
+                                         0xa7, 'h', 'e', 'a', 'd', 'e', 'r', 's', 0x92,
+                                         0x92, 0xc4, 0x01, 'a', 0xc4, 0x05, 'b' };
+    ck_assert_int_eq(decode_guarded(&d, &g, GWP_MSG_RESPONSE, 0, st99, sizeof st99, &m, &why), GWP_ERROR);
+    ck_assert_ptr_nonnull(strstr(why, "status: value out of range"));
+    ck_assert_int_eq(decode_guarded(&d, &g, GWP_MSG_RESPONSE, 0, st1000, sizeof st1000, &m, &why), GWP_ERROR);
+    ck_assert_ptr_nonnull(strstr(why, "status: value out of range"));
+    ck_assert_int_eq(decode_guarded(&d, &g, GWP_MSG_RESPONSE, 0, hdr_short, sizeof hdr_short, &m, &why),
+                     GWP_ERROR);
+
+    /* BODY data as bin8, str, bin16 and empty. */
+    static const struct { uint8_t p[16]; size_t n; size_t dlen; } ds[] = {
+        { { 0x81, 0xa4, 'd', 'a', 't', 'a', 0xc4, 0x02, 'h', 'i' }, 10, 2 },
+        { { 0x81, 0xa4, 'd', 'a', 't', 'a', 0xa2, 'h', 'i' }, 9, 2 },
+        { { 0x81, 0xa4, 'd', 'a', 't', 'a', 0xc5, 0x00, 0x02, 'h', 'i' }, 11, 2 },
+        { { 0x81, 0xa4, 'd', 'a', 't', 'a', 0xc4, 0x00 }, 8, 0 },
+    };
+    for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) {
+        ck_assert_int_gt(decode_guarded(&d, &g, GWP_MSG_BODY, 0, ds[i].p, ds[i].n, &m, &why), 0);
+        ck_assert_uint_eq(m.u.data.data.len, ds[i].dlen);
+    }
+    static const uint8_t dlong[] = { 0x81, 0xa4, 'd', 'a', 't', 'a', 0xc4, 0x03, 'h', 'i' };
+    ck_assert_int_eq(decode_guarded(&d, &g, GWP_MSG_BODY, 0, dlong, sizeof dlong, &m, &why), GWP_ERROR);
+
+    gwp_buf_free(&b);
+    guard_done(&g);
+    gwp_decoder_done(&d);
+}
+END_TEST
+
 START_TEST(test_msgpack_c_reads_our_frames)
 {
     /* msgpack-c, an independent decoder, sees exactly the documented shape. */
@@ -1292,6 +1465,7 @@ Suite *gwp_suite(void)
     tcase_add_test(tc, test_forward_compat);
     tcase_add_test(tc, test_int_encodings);
     tcase_add_test(tc, test_noncanonical);
+    tcase_add_test(tc, test_fast_path_shapes);
     tcase_add_test(tc, test_buf);
     tcase_add_test(tc, test_type_names);
     tcase_add_test(tc, test_bench);

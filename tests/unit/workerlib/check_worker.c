@@ -175,6 +175,7 @@ static void app_on_request(gwl_req_t *req, void *data)
     } else if (strcmp(path, "/stream") == 0) {
         gwl_resp_start(req, 201);
         gwl_resp_header(req, "X-S", "y");
+        gwl_resp_header(req, "X-Stream-Long-Name", "0123456789abcdefghijklmnop \xe9\t.");
         gwl_resp_write(req, "a", 1);
         gwl_resp_write(req, "bc", 2);
         gwl_resp_finish(req);
@@ -201,6 +202,14 @@ static void app_on_request(gwl_req_t *req, void *data)
         bad += gwl_resp_finish(req) != GWL_ERROR;               /* finish before start */
         bad += gwl_resp_header(req, "Bad Name", "v") != GWL_ERROR;
         bad += gwl_resp_header(req, "X-Split", "a\r\nb") != GWL_ERROR;
+        bad += gwl_resp_header(req, "", "v") != GWL_ERROR;
+        bad += gwl_resp_header(req, "X:Y", "v") != GWL_ERROR;
+        bad += gwl_resp_header(req, "X-Del\x7f", "v") != GWL_ERROR;
+        bad += gwl_resp_header(req, "X-\xc3\xa9", "v") != GWL_ERROR;
+        bad += gwl_resp_header(req, "X-Tab\tName-Longer-Than-8", "v") != GWL_ERROR;
+        bad += gwl_resp_header(req, "X", "\r") != GWL_ERROR;
+        bad += gwl_resp_header(req, "X-Long-Header-Name", "a value that is long enough\n") != GWL_ERROR;
+        bad += gwl_resp_header(req, "X-Mid", "abcdefgh\nijklmnopq") != GWL_ERROR;
         bad += gwl_resp_start(req, 42) != GWL_ERROR;            /* bad status */
         bad += gwl_resp_start(req, 200) != GWL_OK;
         bad += gwl_resp_start(req, 200) != GWL_ERROR;           /* twice */
@@ -577,6 +586,8 @@ START_TEST(test_respond)
     ck_assert(m.frame.flags & GWP_F_END);
     ck_assert(str_is(m.u.response.body, "abc"));
     ck_assert_str_eq(resp_header(&m.u.response, "X-S"), "y");
+    ck_assert_str_eq(resp_header(&m.u.response, "X-Stream-Long-Name"),
+                     "0123456789abcdefghijklmnop \xe9\t.");
 
     /* Misuse is refused, and a valid sequence still gets through. */
     drain_evp();
