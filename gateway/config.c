@@ -23,6 +23,7 @@ typedef enum {
     OPT_BALANCE,   /* rr | leastconn */
     OPT_LOGLEVEL,  /* debug..alert */
     OPT_INT,       /* int, [min, max] */
+    OPT_STRING,    /* const char *, kept from argv/default */
     OPT_HELP,
     OPT_VERSION
 } opt_type_t;
@@ -71,6 +72,21 @@ static const opt_t options[] = {
       "On TERM, time in-flight requests get to finish before workers are killed." },
     { "boot-timeout", 0, "SECONDS", OPT_SECONDS, OFF(boot_timeout), "30", 0, 86400,
       "Time a new worker has to load the app and run its startup hooks." },
+    { "timeout", 't', "SECONDS", OPT_SECONDS, OFF(timeout), "30", 0, 86400,
+      "Per-request deadline: past it the front answers 504 and cancels the request "
+      "in the worker. A worker whose heartbeats stop for this long is stuck: it is "
+      "logged as WORKER TIMEOUT, sent SIGABRT, then SIGKILL, and replaced." },
+    { "max-requests", 0, "N", OPT_UINT, OFF(max_requests), "0", 0, 4294967295.0,
+      "Recycle a worker (graceful) after it has served N requests; 0 never." },
+    { "max-requests-jitter", 0, "N", OPT_UINT, OFF(max_requests_jitter), "0", 0, 4294967295.0,
+      "Add random(0..N) to --max-requests per worker, so workers do not all recycle at once." },
+    { "max-worker-memory", 0, "MB", OPT_UINT, OFF(max_worker_memory), "0", 0, 1048576,
+      "Recycle a worker (graceful) once its resident memory exceeds MB; 0 never." },
+    { "control-socket", 0, "PATH", OPT_STRING, OFF(control_socket), "/run/gateway.ctl", 0, 0,
+      "Unix socket (mode 0600) where the master answers gatewayctl, from its own loop." },
+    { "health-path", 0, "PATH", OPT_STRING, OFF(health_path), NULL, 0, 0,
+      "Answer GET PATH in the front: 200 while a worker is ready and the gateway is not "
+      "draining, 503 otherwise. Never forwarded to the app." },
     { "limit-request-line", 0, "BYTES", OPT_SIZE, OFF(limits.request_line), "4094", 16, 1 << 20,
       "Longest request line (method, target, version); longer answers 414." },
     { "limit-request-fields", 0, "N", OPT_SIZE, OFF(limits.fields), "100", 1, 1000,
@@ -142,6 +158,9 @@ static int set_value(gw_config_t *cfg, const opt_t *o, const char *val)
         return 0;
     case OPT_FLAG:
         *(int *)field = 1;
+        return 0;
+    case OPT_STRING:
+        *(const char **)field = val;
         return 0;
     default:
         return 0;

@@ -37,6 +37,12 @@ typedef struct {
     double            queue_timeout;    /* s a request may wait for a worker */
     double            graceful_timeout; /* s for in-flight work on TERM */
     double            boot_timeout;     /* s for a worker to report READY */
+    double            timeout;          /* per-request deadline and stuck-worker limit, s */
+    unsigned          max_requests;     /* recycle a worker after this many (0: never) */
+    unsigned          max_requests_jitter;
+    unsigned          max_worker_memory;/* MB of RSS before a worker is recycled (0: off) */
+    const char       *control_socket;   /* path of the control socket */
+    const char       *health_path;      /* answered by the front itself (NULL: off) */
     unsigned          heartbeat_ms;     /* worker heartbeat period */
     unsigned          window;           /* per-stream flow-control window */
     gw_http1_limits_t limits;

@@ -132,6 +132,19 @@ void gw_front_worker_lost(gw_worker_t *w);
 /* A worker became READY or freed capacity: dispatch waiting requests. */
 void gw_front_dispatch_queue(void);
 
+/* supervisor.c: change the number of worker slots (TTIN/TTOU, gatewayctl
+ * scale). Growing spawns; shrinking retires the highest slots gracefully.
+ * n is clamped to 1..GW_MAX_WORKERS. Returns the new target. */
+unsigned gw_supervisor_scale(unsigned n);
+
+/* ---- the control socket (ctl.c) ---- */
+
+/* Bind cfg.control_socket (mode 0600), serve it on the master's loop.
+ * Returns -1 after printing one "gateway: ..." line. */
+int  gw_ctl_start(void);
+/* Close it and remove the socket file. */
+void gw_ctl_stop(void);
+
 /* ---- the master ---- */
 
 typedef struct {
@@ -150,7 +163,11 @@ typedef struct {
     char            bind_list[512];   /* for the ready line */
     ev_tstamp       stop_deadline;
     /* counters */
-    uint64_t        accepted, requests, responses_5xx, rejected_503;
+    int             draining;         /* gatewayctl drain: health 503, no new requests routed */
+    unsigned        target_workers;   /* slots that should be running */
+    ev_tstamp       started_at;
+    /* counters */
+    uint64_t        accepted, requests, responses_4xx, responses_5xx, rejected_503, timeouts;
 } gw_master_t;
 
 extern gw_master_t gw;

@@ -24,7 +24,7 @@
 #include "gwl_int.h"
 #include "log.h"
 
-static ev_signal sig_term, sig_int, sig_quit;
+static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou;
 static ev_prepare prepare;
 static ev_timer stop_timer;
 static int workers_quit_sent;
@@ -33,6 +33,15 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     int quick = w->signum != SIGTERM;
     if (!gw.want_stop || (quick && gw.want_stop == 1)) gw.want_stop = quick ? 2 : 1;
+}
+
+/* TTIN / TTOU: one more / one fewer worker (never below 1). */
+static void on_scale_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    if (gw.stopping) return;
+    unsigned n = gw.target_workers + (w->signum == SIGTTIN ? 1 : 0);
+    if (w->signum == SIGTTOU && n > 1) n--;
+    gw_supervisor_scale(n);
 }
 
 static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
@@ -167,6 +176,10 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     if (gw_listeners_open(&gw.cfg, &gw.listeners, &gw.nlisteners) < 0) return 1;
+    if (gw_ctl_start() < 0) {
+        gw_listeners_close(gw.listeners, gw.nlisteners);
+        return 1;
+    }
 
     if (gw.cfg.preload) {
         char err[512];
@@ -174,6 +187,7 @@ int main(int argc, char **argv)
         if (!app || gwl__app_load(app, gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
             fprintf(stderr, "gateway: %s\n", app ? err : "out of memory");
             gwl__app_destroy(app);
+            gw_ctl_stop();
             gw_listeners_close(gw.listeners, gw.nlisteners);
             return 1;
         }
@@ -183,6 +197,7 @@ int main(int argc, char **argv)
     gw.loop = ev_default_loop(EVFLAG_AUTO);
     if (!gw.loop) {
         fprintf(stderr, "gateway: cannot create the event loop\n");
+        gw_ctl_stop();
         gw_listeners_close(gw.listeners, gw.nlisteners);
         return 1;
     }
@@ -196,6 +211,11 @@ int main(int argc, char **argv)
     ev_signal_start(gw.loop, &sig_term);
     ev_signal_start(gw.loop, &sig_int);
     ev_signal_start(gw.loop, &sig_quit);
+    ev_signal_init(&sig_ttin, on_scale_signal, SIGTTIN);
+    ev_signal_init(&sig_ttou, on_scale_signal, SIGTTOU);
+    ev_signal_start(gw.loop, &sig_ttin);
+    ev_signal_start(gw.loop, &sig_ttou);
+    gw.started_at = ev_now(gw.loop);
     sigprocmask(SIG_UNBLOCK, &stops, NULL);   /* a pending one is delivered now */
     ev_prepare_init(&prepare, on_prepare);
     ev_prepare_start(gw.loop, &prepare);
@@ -204,6 +224,7 @@ int main(int argc, char **argv)
     gw_front_start();
     if (gw_supervisor_start() < 0) {
         gw_front_stop_accepting();
+        gw_ctl_stop();
         return 1;
     }
     ev_run(gw.loop, 0);
@@ -217,6 +238,7 @@ int main(int argc, char **argv)
             int s;
             while (waitpid(gw.workers[i].pid, &s, 0) < 0 && errno == EINTR) {}
         }
+    gw_ctl_stop();
     gw_info("stopped");
     return gw.exit_code;
 }

@@ -422,32 +422,76 @@ static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents)
         ev_timer_start(loop, &w->timer);
         return;
     }
+    if ((unsigned)w->slot >= gw.target_workers) {   /* scaled away */
+        while (gw.nworkers > gw.target_workers &&
+               gw.workers[gw.nworkers - 1].state == GW_WORKER_EMPTY &&
+               gw.workers[gw.nworkers - 1].pid <= 0)
+            gw.nworkers--;
+        return;
+    }
     w->restarts++;
     worker_spawn(w);
 }
 
+/* Make slot i usable (once per slot for the life of the master). */
+static int slot_init(unsigned i)
+{
+    gw_worker_t *w = &gw.workers[i];
+    if (w->streams.keys) return 0;
+    w->slot = (int)i;
+    w->fd = -1;
+    gwp_buf_init(&w->out);
+    gwp_decoder_init(&w->dec, 0);
+    ev_init(&w->timer, worker_on_timer);
+    return gw_streams_init(&w->streams, gw.cfg.max_inflight);
+}
+
 int gw_supervisor_start(void)
 {
-    gw.nworkers = gw.cfg.workers;
-    gw.workers = calloc(gw.nworkers, sizeof(*gw.workers));
+    /* The table is sized for the most workers scaling may ask for; pages
+     * of unused slots are never touched. */
+    gw.workers = calloc(GW_MAX_WORKERS, sizeof(*gw.workers));
     if (!gw.workers) {
         fprintf(stderr, "gateway: out of memory\n");
         return -1;
     }
-    for (unsigned i = 0; i < gw.nworkers; i++) {
-        gw_worker_t *w = &gw.workers[i];
-        w->slot = (int)i;
-        w->fd = -1;
-        gwp_buf_init(&w->out);
-        gwp_decoder_init(&w->dec, 0);
-        if (gw_streams_init(&w->streams, gw.cfg.max_inflight) < 0) {
+    gw.nworkers = gw.target_workers = gw.cfg.workers;
+    for (unsigned i = 0; i < gw.nworkers; i++)
+        if (slot_init(i) < 0) {
             fprintf(stderr, "gateway: out of memory\n");
             return -1;
         }
-        ev_init(&w->timer, worker_on_timer);
-    }
     for (unsigned i = 0; i < gw.nworkers; i++) worker_spawn(&gw.workers[i]);
     return 0;
+}
+
+unsigned gw_supervisor_scale(unsigned n)
+{
+    if (n < 1) n = 1;
+    if (n > GW_MAX_WORKERS) n = GW_MAX_WORKERS;
+    unsigned old = gw.target_workers;
+    if (n == old || gw.stopping) return gw.target_workers;
+    gw.target_workers = n;
+    gw_info("workers: %u -> %u", old, n);
+    if (n > gw.nworkers) gw.nworkers = n;
+    for (unsigned i = 0; i < n; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        if (slot_init(i) < 0) { gw_error("scale: out of memory"); break; }
+        if (w->state == GW_WORKER_EMPTY && w->pid <= 0) worker_spawn(w);
+    }
+    for (unsigned i = n; i < gw.nworkers; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        if (w->state == GW_WORKER_BACKOFF) {
+            ev_timer_stop(gw.loop, &w->timer);
+            w->state = GW_WORKER_EMPTY;
+        } else if (w->pid > 0) {
+            gw_worker_retire(w, "scaled down");
+        }
+    }
+    while (gw.nworkers > gw.target_workers && gw.workers[gw.nworkers - 1].state == GW_WORKER_EMPTY &&
+           gw.workers[gw.nworkers - 1].pid <= 0)
+        gw.nworkers--;
+    return gw.target_workers;
 }
 
 int gw_supervisor_all_exited(void)
