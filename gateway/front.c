@@ -227,6 +227,7 @@ static void write_simple(gw_conn_t *c, int status, const char *why,
     out_put(c, head, (size_t)hlen);
     out_put(c, body, (size_t)blen);
     if (status >= 500) gw.responses_5xx++;
+    else if (status >= 400) gw.responses_4xx++;
 }
 
 /* Answer with an error and close: the request's framing is not trusted. */
@@ -358,6 +359,20 @@ void gw_front_flush_all(void)
     }
 }
 
+/* What a connection with a request in progress is waiting for; each phase
+ * has its own timeout. */
+typedef enum { PH_DISCARD = 1, PH_QUEUED, PH_SENDING, PH_BODY, PH_APP } req_phase_t;
+
+static req_phase_t conn_phase(const gw_conn_t *c)
+{
+    const gw_req_t *r = c->req;
+    if (c->discarding) return PH_DISCARD;
+    if (r && r->queued) return PH_QUEUED;
+    if (out_pending(c) > 0) return PH_SENDING;
+    if (r && !r->body_done && r->req_window > 0) return PH_BODY;
+    return PH_APP;   /* the app owes a response (or its next piece) */
+}
+
 /* Read when there is room and a reason to; write when output waits. Also
  * picks the timer for the state the connection is in. */
 static void conn_update_io(gw_conn_t *c)
@@ -378,32 +393,58 @@ static void conn_update_io(gw_conn_t *c)
     if (!want_write && c->writing) { ev_io_stop(gw.loop, &c->wio); c->writing = 0; }
 
     double t = 0;
-    gw_req_t *r = c->req;
+    int phase = 0;
     switch (c->state) {
     case CONN_IDLE:    t = gw.cfg.keepalive; break;
     case CONN_HEAD:    t = gw.cfg.header_timeout; break;
     case CONN_CLOSING: t = gw.cfg.send_timeout; break;
     case CONN_LINGER:  t = c->timer_for > 0 ? c->timer_for : LINGER_SECONDS; break;
     case CONN_REQUEST:
-        if (c->discarding) t = gw.cfg.body_timeout;
-        else if (r && r->queued) t = gw.cfg.queue_timeout;
-        else if (want_write) t = gw.cfg.send_timeout;
-        else if (r && !r->body_done && r->req_window > 0) t = gw.cfg.body_timeout;
-        else t = 0;   /* waiting on the app: its deadline is the worker's business */
+        phase = conn_phase(c);
+        switch (phase) {
+        case PH_DISCARD: t = gw.cfg.body_timeout; break;
+        case PH_QUEUED:  t = gw.cfg.queue_timeout; break;
+        case PH_SENDING: t = gw.cfg.send_timeout; break;
+        case PH_BODY:    t = gw.cfg.body_timeout; break;
+        default:         t = gw.cfg.timeout; break;   /* --timeout: the app's silence */
+        }
         break;
     }
-    /* Keep a running timer running (it measures silence, re-armed on
-     * progress by the callers); switch only when the length changes. */
-    if (t != c->timer_for || (int)c->state != c->timer_state) {
-        c->timer_state = (int)c->state;
+    /* A running timer measures silence and is pushed on progress by the
+     * callers; it restarts only when the state or phase changes. */
+    int ts = (int)c->state * 16 + phase;
+    if (t != c->timer_for || ts != c->timer_state) {
+        c->timer_state = ts;
         conn_set_timer(c, t);
     }
+}
+
+/* --timeout: the app owed a response (or its next piece) for too long. The
+ * stream is cancelled at the worker (a later reply is dropped and counted)
+ * and the client gets 504, or a closed connection if the response began. */
+static void req_timed_out(gw_conn_t *c)
+{
+    gw_req_t *r = c->req;
+    gw.timeouts++;
+    gw_warn("#%llu %s: worker %d did not answer stream %u within %.0f s: %s",
+            (unsigned long long)c->id, c->peer, r && r->worker ? r->worker->slot : -1,
+            r ? r->stream : 0, gw.cfg.timeout, r && r->resp_started ? "closing" : "504");
+    if (!r) { conn_close(c); return; }
+    if (r->resp_started) { conn_close(c); return; }   /* conn_close cancels */
+    int keep = r->body_done && r->keepalive && !gw.stopping;
+    c->req = NULL;
+    r->conn = NULL;
+    if (r->worker) req_detach_worker(r, 1, "timeout");
+    req_free(r);
+    write_simple(c, 504, "the application did not answer in time", NULL, keep);
+    conn_schedule_flush(c);
+    if (keep) { c->state = CONN_IDLE; conn_process(c); }
+    else { c->state = CONN_CLOSING; conn_update_io(c); }
 }
 
 static void conn_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 {
     gw_conn_t *c = (gw_conn_t *)((char *)t - offsetof(gw_conn_t, timer));
-    gw_req_t *r = c->req;
     if (c->deadline == 0) return;                  /* timeout was cleared */
     ev_tstamp left = c->deadline - ev_now(loop);
     if (left > 0.001) {                            /* moved later: sleep on */
@@ -426,17 +467,25 @@ static void conn_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
         conn_close(c);
         return;
     case CONN_REQUEST:
-        if (c->discarding) {
+        switch (conn_phase(c)) {
+        case PH_DISCARD:
             conn_close(c);
-        } else if (r && r->queued) {
+            break;
+        case PH_QUEUED:
             gw.rejected_503++;
             conn_fail(c, 503, "no worker available", "Retry-After: 1\r\n");
-        } else if (out_pending(c) > 0 || (r && r->resp_started)) {
+            break;
+        case PH_SENDING:
             gw_info("#%llu %s: client accepted no data for %.0f s; closing",
                     (unsigned long long)c->id, c->peer, gw.cfg.send_timeout);
             conn_close(c);
-        } else {
+            break;
+        case PH_BODY:
             conn_fail(c, 408, "request body not received in time", NULL);
+            break;
+        case PH_APP:
+            req_timed_out(c);
+            break;
         }
         return;
     }
@@ -757,6 +806,44 @@ static int conn_discard(gw_conn_t *c)
     return 0;
 }
 
+/* --health-path: answered here, never forwarded. 200 while a worker is
+ * READY and the gateway neither drains nor stops; 503 otherwise. */
+static int health_match(const gw_http1_request_t *h)
+{
+    const char *p = gw.cfg.health_path;
+    size_t n = strlen(p);
+    int get = h->method.len == 3 && memcmp(h->method.ptr, "GET", 3) == 0;
+    int head = h->method.len == 4 && memcmp(h->method.ptr, "HEAD", 4) == 0;
+    return (get || head) && h->path.len == n && memcmp(h->path.ptr, p, n) == 0;
+}
+
+static void health_answer(gw_conn_t *c, const gw_http1_request_t *h, size_t hl)
+{
+    int ready = 0;
+    for (unsigned i = 0; i < gw.nworkers && !ready; i++)
+        ready = gw.workers[i].state == GW_WORKER_READY;
+    const char *why = gw.stopping ? "stopping\n" : gw.draining ? "draining\n"
+                    : !ready ? "no worker ready\n" : "ok\n";
+    int status = why[0] == 'o' ? 200 : 503;
+    int keep = h->keepalive && h->body == GW_HTTP1_BODY_NONE && !gw.stopping;
+    int head = h->method.len == 4;
+    size_t dlen;
+    const char *date = http_date(&dlen);
+    char buf[384];
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\nServer: " GW_SERVER_HEADER "\r\nDate: %.*s\r\n"
+                     "Content-Type: text/plain\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n%s\r\n%s",
+                     status, gw_http1_reason(status), (int)dlen, date, strlen(why),
+                     keep ? (h->minor == 0 ? "Connection: keep-alive\r\n" : "")
+                          : "Connection: close\r\n",
+                     head ? "" : why);
+    c->in_pos += hl;
+    if (n > 0 && out_reserve(c, (size_t)n) == 0) out_put(c, buf, (size_t)n);
+    conn_schedule_flush(c);
+    if (!keep) c->state = CONN_CLOSING;
+}
+
 /* Parse heads from the buffer and drive the request in progress. */
 static void conn_process(gw_conn_t *c)
 {
@@ -802,6 +889,10 @@ static void conn_process(gw_conn_t *c)
         if (hl < 0) {
             conn_fail(c, err.status, err.why, NULL);
             return;
+        }
+        if (gw.cfg.health_path && health_match(&h)) {
+            health_answer(c, &h, (size_t)hl);
+            continue;
         }
         req_start(c, &h, (size_t)hl);
     }
@@ -880,6 +971,8 @@ static void req_complete(gw_req_t *r)
     r->resp_done = 1;
     if (w) {
         w->served++;
+        if (w->retire_after && w->served >= w->retire_after && w->state == GW_WORKER_READY)
+            gw_worker_retire(w, "max-requests reached");
         /* Unread request body: the worker no longer needs it (CANCEL); the
          * front drops the rest itself to find the next request's start. */
         req_detach_worker(r, !r->body_done, "response-done");
@@ -933,6 +1026,7 @@ static void resp_append_data(gw_req_t *r, const char *p, size_t n)
         out_put(c, p, n);
     }
     r->resp_unacked += n;
+    conn_touch(c);
     conn_schedule_flush(c);
 }
 
@@ -1017,7 +1111,7 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
         r->resp_has_length = 1;
         r->resp_left = length;
     }
-    if (gw.stopping) r->keepalive = 0;
+    if (gw.stopping || gw.draining) r->keepalive = 0;   /* let clients move on */
     /* Too much body left to drop later: say so now, while we still can. */
     if (!r->body_done && r->body_kind == GW_HTTP1_BODY_LENGTH && r->body_left > DISCARD_MAX)
         r->keepalive = 0;
@@ -1070,6 +1164,7 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
     else if (r->http10) OUT_LIT(c, "Connection: keep-alive\r\n");
     OUT_LIT(c, "\r\n");
     if (st >= 500) gw.responses_5xx++;
+    else if (st >= 400) gw.responses_4xx++;
 
     if (resp->body.len) resp_append_data(r, resp->body.ptr, resp->body.len);
     conn_schedule_flush(c);

@@ -78,6 +78,7 @@ struct gw_worker_s {
     uint32_t          next_stream;
     uint32_t          inflight;      /* requests dispatched and not finished */
     uint64_t          served;        /* requests completed by this process */
+    uint64_t          retire_after;  /* --max-requests (+ jitter) for this process, 0: never */
     uint64_t          dropped;       /* frames for unknown/cancelled streams */
     unsigned          restarts;      /* respawns of this slot */
     unsigned          boot_failures; /* consecutive deaths before READY */
@@ -88,6 +89,7 @@ struct gw_worker_s {
     char              error[256];    /* last ERROR frame message */
     int               last_status;   /* waitpid status normalised: code or 128+sig */
     unsigned          flush_queued:1;
+    unsigned          stuck:1;       /* WORKER TIMEOUT: aborted, awaiting the reap */
     gw_worker_t      *flush_next;
 };
 

@@ -32,6 +32,7 @@
 gw_master_t gw;
 
 static gw_worker_t *flush_head;
+static ev_timer watchdog;
 
 void gw_master_fatal(int code)
 {
@@ -146,6 +147,13 @@ static int worker_on_frame(gw_worker_t *w, const gwp_msg_t *m)
         w->hb_rss = m->u.heartbeat.rss;
         w->hb_tasks = m->u.heartbeat.tasks;
         w->hb_inflight = m->u.heartbeat.inflight;
+        if (gw.cfg.max_worker_memory && w->state == GW_WORKER_READY &&
+            w->hb_rss > (uint64_t)gw.cfg.max_worker_memory * 1024 * 1024) {
+            char why[96];
+            snprintf(why, sizeof(why), "resident memory %llu MB over --max-worker-memory %u MB",
+                     (unsigned long long)(w->hb_rss >> 20), gw.cfg.max_worker_memory);
+            gw_worker_retire(w, why);
+        }
         return 0;
     case GWP_MSG_ERROR:
         snprintf(w->error, sizeof(w->error), "%.*s",
@@ -317,6 +325,13 @@ static void worker_spawn(gw_worker_t *w)
     w->ready_at = 0;
     w->inflight = 0;
     w->served = 0;
+    w->retire_after = 0;
+    if (gw.cfg.max_requests) {
+        w->retire_after = gw.cfg.max_requests;
+        if (gw.cfg.max_requests_jitter)
+            w->retire_after += (uint64_t)random() % ((uint64_t)gw.cfg.max_requests_jitter + 1);
+    }
+    w->stuck = 0;
     w->next_stream = 1;
     w->loop_id[0] = '\0';
     w->error[0] = '\0';
@@ -357,7 +372,11 @@ static void worker_on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     case GW_WORKER_DRAINING:
     case GW_WORKER_EXITING:
     case GW_WORKER_READY:
-        if (w->pid > 0) {
+        if (w->pid > 0 && w->stuck) {
+            gw_alert("worker %d (pid %d) did not exit after SIGABRT; killing it",
+                     w->slot, (int)w->pid);
+            kill(w->pid, SIGKILL);
+        } else if (w->pid > 0) {
             gw_warn("worker %d (pid %d) still running at the stop deadline; killing it",
                     w->slot, (int)w->pid);
             kill(w->pid, SIGKILL);
@@ -384,7 +403,10 @@ static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents)
     if (WIFSIGNALED(st)) {
         w->last_status = 128 + WTERMSIG(st);
         /* Killed by us during a stop is expected; anything else is an alert. */
-        if (gw.stopping && (WTERMSIG(st) == SIGKILL || WTERMSIG(st) == SIGTERM))
+        if (w->stuck)
+            gw_warn("worker %d (pid %d) ended by signal %d (%s) after WORKER TIMEOUT", w->slot,
+                    (int)pid, WTERMSIG(st), strsignal(WTERMSIG(st)));
+        else if (gw.stopping && (WTERMSIG(st) == SIGKILL || WTERMSIG(st) == SIGTERM))
             gw_warn("worker %d (pid %d) killed by signal %d (%s)", w->slot, (int)pid,
                     WTERMSIG(st), strsignal(WTERMSIG(st)));
         else
@@ -446,6 +468,31 @@ static int slot_init(unsigned i)
     return gw_streams_init(&w->streams, gw.cfg.max_inflight);
 }
 
+/*
+ * Once a second: a worker whose heartbeats stopped for --timeout is stuck
+ * (its loop is blocked: heartbeats come from that loop). Like Gunicorn:
+ * log WORKER TIMEOUT, SIGABRT (the worker's abort path runs), SIGKILL if it
+ * is still there 2 s later; the reap replaces it.
+ */
+static void watchdog_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    ev_tstamp now = ev_now(loop);
+    for (unsigned i = 0; i < gw.nworkers; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        if (w->pid <= 0 || w->stuck) continue;
+        if (w->state != GW_WORKER_READY && w->state != GW_WORKER_DRAINING) continue;
+        if (now - w->heartbeat_at <= gw.cfg.timeout) continue;
+        w->stuck = 1;
+        gw_alert("WORKER TIMEOUT (pid:%d): worker %d sent no heartbeat for %.1f s "
+                 "(--timeout %.0f s); aborting it", (int)w->pid, w->slot,
+                 now - w->heartbeat_at, gw.cfg.timeout);
+        kill(w->pid, SIGABRT);
+        ev_timer_stop(loop, &w->timer);
+        ev_timer_set(&w->timer, 2.0, 0.);
+        ev_timer_start(loop, &w->timer);
+    }
+}
+
 int gw_supervisor_start(void)
 {
     /* The table is sized for the most workers scaling may ask for; pages
@@ -461,7 +508,16 @@ int gw_supervisor_start(void)
             fprintf(stderr, "gateway: out of memory\n");
             return -1;
         }
+    /* Heartbeats must come several times per --timeout, or a healthy but
+     * idle worker would look stuck to the watchdog. */
+    double hb = gw.cfg.timeout * 1000.0 / 4;
+    gw.cfg.heartbeat_ms = hb > 1000 ? 1000 : hb < 50 ? 50 : (unsigned)hb;
+    srandom((unsigned)getpid() ^ (unsigned)(ev_now(gw.loop) * 1000));   /* jitter */
     for (unsigned i = 0; i < gw.nworkers; i++) worker_spawn(&gw.workers[i]);
+    double tick = gw.cfg.heartbeat_ms / 1000.0;
+    ev_timer_init(&watchdog, watchdog_on_tick, tick, tick);
+    ev_timer_start(gw.loop, &watchdog);
+    ev_unref(gw.loop);   /* the watchdog alone must not keep the loop alive */
     return 0;
 }
 
