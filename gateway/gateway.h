@@ -90,6 +90,8 @@ struct gw_worker_s {
     int               last_status;   /* waitpid status normalised: code or 128+sig */
     unsigned          flush_queued:1;
     unsigned          stuck:1;       /* WORKER TIMEOUT: aborted, awaiting the reap */
+    unsigned          wanted:1;      /* a process should run here (respawn on exit) */
+    unsigned          generation;    /* the reload generation it was spawned in */
     gw_worker_t      *flush_next;
 };
 
@@ -138,6 +140,10 @@ void gw_front_dispatch_queue(void);
  * scale). Growing spawns; shrinking retires the highest slots gracefully.
  * n is clamped to 1..GW_MAX_WORKERS. Returns the new target. */
 unsigned gw_supervisor_scale(unsigned n);
+/* HUP: start `workers` new workers (a new generation; the app is loaded
+ * again unless preloaded) and retire the current ones as the new ones
+ * report READY, so capacity never drops and no request is lost. */
+void gw_supervisor_reload(unsigned workers);
 
 /* ---- the control socket (ctl.c) ---- */
 
@@ -167,6 +173,7 @@ typedef struct {
     /* counters */
     int             draining;         /* gatewayctl drain: health 503, no new requests routed */
     unsigned        target_workers;   /* slots that should be running */
+    unsigned        generation;       /* bumped by each reload */
     ev_tstamp       started_at;
     /* counters */
     uint64_t        accepted, requests, responses_4xx, responses_5xx, rejected_503, timeouts;

@@ -24,7 +24,8 @@
 #include "gwl_int.h"
 #include "log.h"
 
-static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou;
+static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou, sig_hup;
+static int want_reload;
 static ev_prepare prepare;
 static ev_timer stop_timer;
 static int workers_quit_sent;
@@ -44,6 +45,12 @@ static void on_scale_signal(struct ev_loop *loop, ev_signal *w, int revents)
     gw_supervisor_scale(n);
 }
 
+/* HUP: reload (acted on in master_step). */
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    want_reload = 1;
+}
+
 static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     /* graceful budget spent: stop waiting for clients */
@@ -60,6 +67,10 @@ static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
 /* Act on intents, in order: stop requests, then the stop's progress. */
 static void master_step(void)
 {
+    if (want_reload && !gw.stopping && !gw.want_stop) {
+        want_reload = 0;
+        gw_supervisor_reload(gw.cfg.workers);
+    }
     if (gw.want_stop > gw.stopping) {
         int first = gw.stopping == 0;
         gw.stopping = gw.want_stop;
@@ -148,6 +159,9 @@ int main(int argc, char **argv)
     sigaddset(&stops, SIGTERM);
     sigaddset(&stops, SIGINT);
     sigaddset(&stops, SIGQUIT);
+    sigaddset(&stops, SIGHUP);
+    sigaddset(&stops, SIGTTIN);
+    sigaddset(&stops, SIGTTOU);
     sigprocmask(SIG_BLOCK, &stops, NULL);
 
     int rc = gw_config_parse(&gw.cfg, argc, argv);
@@ -215,6 +229,8 @@ int main(int argc, char **argv)
     ev_signal_init(&sig_ttou, on_scale_signal, SIGTTOU);
     ev_signal_start(gw.loop, &sig_ttin);
     ev_signal_start(gw.loop, &sig_ttou);
+    ev_signal_init(&sig_hup, on_hup, SIGHUP);
+    ev_signal_start(gw.loop, &sig_hup);
     gw.started_at = ev_now(gw.loop);
     sigprocmask(SIG_UNBLOCK, &stops, NULL);   /* a pending one is delivered now */
     ev_prepare_init(&prepare, on_prepare);

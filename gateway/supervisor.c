@@ -114,9 +114,49 @@ static void announce_ready_if_all(void)
 {
     if (gw.announced_ready || gw.stopping) return;
     for (unsigned i = 0; i < gw.nworkers; i++)
-        if (gw.workers[i].state != GW_WORKER_READY) return;
+        if (gw.workers[i].wanted && gw.workers[i].state != GW_WORKER_READY) return;
     gw.announced_ready = 1;
-    gw_info("ready: %u workers serving on %s", gw.nworkers, gw.bind_list);
+    gw_info("ready: %u workers serving on %s", gw.target_workers, gw.bind_list);
+}
+
+/* Slots in use end at the highest one wanted or still holding a process. */
+static void trim_slots(void)
+{
+    while (gw.nworkers > 0) {
+        gw_worker_t *w = &gw.workers[gw.nworkers - 1];
+        if (w->wanted || w->pid > 0 || w->state != GW_WORKER_EMPTY) break;
+        gw.nworkers--;
+    }
+}
+
+/* A reload in progress: each new worker that reports READY lets one worker
+ * of an older generation go, so capacity never drops. */
+static void reload_step(void)
+{
+    unsigned old_ready = 0, new_ready = 0;
+    for (unsigned i = 0; i < gw.nworkers; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        if (w->state != GW_WORKER_READY) continue;
+        if (w->generation < gw.generation) old_ready++;
+        else new_ready++;
+    }
+    if (old_ready == 0) return;
+    /* retire old ones until old + new ready equals the target */
+    for (unsigned i = 0; i < gw.nworkers && old_ready + new_ready > gw.target_workers; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        if (w->state == GW_WORKER_READY && w->generation < gw.generation) {
+            gw_worker_retire(w, "replaced by a reload");
+            old_ready--;
+        }
+    }
+    if (new_ready >= gw.target_workers) {   /* all new ones up: the rest go */
+        for (unsigned i = 0; i < gw.nworkers; i++) {
+            gw_worker_t *w = &gw.workers[i];
+            if (w->generation < gw.generation &&
+                (w->state == GW_WORKER_READY || w->state == GW_WORKER_SPAWNING))
+                gw_worker_retire(w, "replaced by a reload");
+        }
+    }
 }
 
 static int worker_on_frame(gw_worker_t *w, const gwp_msg_t *m)
@@ -140,6 +180,7 @@ static int worker_on_frame(gw_worker_t *w, const gwp_msg_t *m)
         gw_info("worker %d (pid %d) ready (runtime %.*s)", w->slot, (int)w->pid,
                 (int)m->u.ready.runtime.len, m->u.ready.runtime.ptr);
         announce_ready_if_all();
+        reload_step();
         gw_front_dispatch_queue();
         return 0;
     case GWP_MSG_HEARTBEAT:
@@ -321,6 +362,7 @@ static void worker_spawn(gw_worker_t *w)
     w->pid = pid;
     w->fd = sv[0];
     w->state = GW_WORKER_SPAWNING;
+    w->generation = gw.generation;
     w->spawned_at = ev_now(gw.loop);
     w->ready_at = 0;
     w->inflight = 0;
@@ -344,7 +386,7 @@ static void worker_spawn(gw_worker_t *w)
     ev_timer_set(&w->timer, gw.cfg.boot_timeout, 0.);
     ev_timer_start(gw.loop, &w->timer);
 
-    gwp_hello_t h = { .version = GWP_VERSION, .slot = (uint32_t)w->slot, .generation = 1,
+    gwp_hello_t h = { .version = GWP_VERSION, .slot = (uint32_t)w->slot, .generation = gw.generation,
                       .max_payload = GWP_MAX_PAYLOAD, .window = gw.cfg.window,
                       .heartbeat_ms = gw.cfg.heartbeat_ms };
     if (gwp_encode_hello(&w->out, &h) == 0) gw_worker_schedule_flush(w);
@@ -393,6 +435,11 @@ static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents)
     int st = c->rstatus;
     ev_child_stop(loop, c);
     ev_timer_stop(loop, &w->timer);
+    /* The reap can be handled before the channel's last bytes are: a worker
+     * that answered and exited has its final responses in the socket. Read
+     * them to EOF first, or they would turn into 502s. */
+    for (int i = 0; i < 64 && w->fd >= 0; i++)
+        worker_on_readable(loop, &w->rio, EV_READ);
     worker_channel_close(w);
 
     int was_ready = w->ready_at > 0;
@@ -425,6 +472,10 @@ static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents)
         if (gw_supervisor_all_exited()) ev_break(loop, EVBREAK_ALL);
         return;
     }
+    if (!was_ready && !w->wanted) {
+        trim_slots();
+        return;
+    }
     if (!was_ready) {
         w->boot_failures++;
         if (!gw.announced_ready &&
@@ -444,11 +495,8 @@ static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents)
         ev_timer_start(loop, &w->timer);
         return;
     }
-    if ((unsigned)w->slot >= gw.target_workers) {   /* scaled away */
-        while (gw.nworkers > gw.target_workers &&
-               gw.workers[gw.nworkers - 1].state == GW_WORKER_EMPTY &&
-               gw.workers[gw.nworkers - 1].pid <= 0)
-            gw.nworkers--;
+    if (!w->wanted) {          /* scaled away or replaced by a reload */
+        trim_slots();
         return;
     }
     w->restarts++;
@@ -503,11 +551,14 @@ int gw_supervisor_start(void)
         return -1;
     }
     gw.nworkers = gw.target_workers = gw.cfg.workers;
-    for (unsigned i = 0; i < gw.nworkers; i++)
+    gw.generation = 1;
+    for (unsigned i = 0; i < gw.nworkers; i++) {
         if (slot_init(i) < 0) {
             fprintf(stderr, "gateway: out of memory\n");
             return -1;
         }
+        gw.workers[i].wanted = 1;
+    }
     /* Heartbeats must come several times per --timeout, or a healthy but
      * idle worker would look stuck to the watchdog. */
     double hb = gw.cfg.timeout * 1000.0 / 4;
@@ -521,6 +572,30 @@ int gw_supervisor_start(void)
     return 0;
 }
 
+/* Mark the lowest free slot wanted and start a worker there. */
+static int slot_add(void)
+{
+    for (unsigned i = 0; i < GW_MAX_WORKERS; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        if (w->wanted || w->pid > 0 || w->state != GW_WORKER_EMPTY) continue;
+        if (slot_init(i) < 0) { gw_error("workers: out of memory"); return -1; }
+        w->wanted = 1;
+        w->boot_failures = 0;
+        if (i + 1 > gw.nworkers) gw.nworkers = i + 1;
+        worker_spawn(w);
+        return 0;
+    }
+    gw_error("workers: no free slot (at most %d)", GW_MAX_WORKERS);
+    return -1;
+}
+
+static unsigned wanted_count(void)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < gw.nworkers; i++) n += gw.workers[i].wanted;
+    return n;
+}
+
 unsigned gw_supervisor_scale(unsigned n)
 {
     if (n < 1) n = 1;
@@ -529,14 +604,12 @@ unsigned gw_supervisor_scale(unsigned n)
     if (n == old || gw.stopping) return gw.target_workers;
     gw.target_workers = n;
     gw_info("workers: %u -> %u", old, n);
-    if (n > gw.nworkers) gw.nworkers = n;
-    for (unsigned i = 0; i < n; i++) {
+    while (wanted_count() < n && slot_add() == 0) {}
+    /* fewer: let the highest wanted slots go, gracefully */
+    for (unsigned i = gw.nworkers; i-- > 0 && wanted_count() > n;) {
         gw_worker_t *w = &gw.workers[i];
-        if (slot_init(i) < 0) { gw_error("scale: out of memory"); break; }
-        if (w->state == GW_WORKER_EMPTY && w->pid <= 0) worker_spawn(w);
-    }
-    for (unsigned i = n; i < gw.nworkers; i++) {
-        gw_worker_t *w = &gw.workers[i];
+        if (!w->wanted) continue;
+        w->wanted = 0;
         if (w->state == GW_WORKER_BACKOFF) {
             ev_timer_stop(gw.loop, &w->timer);
             w->state = GW_WORKER_EMPTY;
@@ -544,10 +617,30 @@ unsigned gw_supervisor_scale(unsigned n)
             gw_worker_retire(w, "scaled down");
         }
     }
-    while (gw.nworkers > gw.target_workers && gw.workers[gw.nworkers - 1].state == GW_WORKER_EMPTY &&
-           gw.workers[gw.nworkers - 1].pid <= 0)
-        gw.nworkers--;
+    trim_slots();
     return gw.target_workers;
+}
+
+void gw_supervisor_reload(unsigned workers)
+{
+    if (gw.stopping) return;
+    gw.generation++;
+    if (workers < 1) workers = 1;
+    gw_info("reload: generation %u, %u workers", gw.generation, workers);
+    /* The current workers keep serving until their replacements are READY. */
+    for (unsigned i = 0; i < gw.nworkers; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        if (!w->wanted) continue;
+        w->wanted = 0;
+        if (w->state == GW_WORKER_BACKOFF) {
+            ev_timer_stop(gw.loop, &w->timer);
+            w->state = GW_WORKER_EMPTY;
+        }
+    }
+    gw.target_workers = workers;
+    for (unsigned k = 0; k < workers; k++)
+        if (slot_add() < 0) break;
+    trim_slots();
 }
 
 int gw_supervisor_all_exited(void)

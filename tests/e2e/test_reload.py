@@ -1,0 +1,109 @@
+"""
+HUP reload under real concurrent load: new workers start, old ones drain
+after their replacements are READY, and no request fails.
+"""
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from gwharness import build_request, wait_until, worker_pid
+
+
+class Load:
+    """Concurrent clients hammering the gateway until stopped: keep-alive
+    connections that also reconnect now and then. Counts every outcome."""
+
+    def __init__(self, gw, clients=8, path="/"):
+        self.gw, self.path = gw, path
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failed = []
+        self.pids = set()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+    def run(self, i):
+        n = 0
+        while not self.stop.is_set():
+            try:
+                c = self.gw.connect(timeout=10, track=False)
+            except OSError as e:
+                with self.lock:
+                    self.failed.append("connect: %r" % e)
+                continue
+            try:
+                for _ in range(20 + i):          # keep-alive for a while, then reconnect
+                    if self.stop.is_set():
+                        break
+                    c.send(build_request("GET", self.path))
+                    r = c.read_response()
+                    n += 1
+                    with self.lock:
+                        if r.status == 200 and r.body == b"Hello, World!":
+                            self.ok += 1
+                            self.pids.add(worker_pid(r))
+                        else:
+                            self.failed.append("status %s body %r" % (r.status, r.body[:60]))
+                    if (r.header("Connection") or "").lower() == "close":
+                        break
+            except Exception as e:   # noqa: BLE001 - every failure counts
+                with self.lock:
+                    self.failed.append("request %d on client %d: %r" % (n, i, e))
+            finally:
+                c.close()
+
+
+def run_reloads(gw, every, total, preload_note=""):
+    load = Load(gw).start()
+    try:
+        time.sleep(0.5)
+        reloads = 0
+        t_end = time.monotonic() + total
+        while time.monotonic() < t_end:
+            os.kill(gw.pid, signal.SIGHUP)
+            reloads += 1
+            time.sleep(every)
+    finally:
+        load.finish()
+    return load, reloads
+
+
+def test_hup_every_2s_for_20s_loses_nothing(gateway):
+    gw = gateway("hello", workers=2)
+    first = set(gw.wait_workers(2))
+    load, reloads = run_reloads(gw, every=2.0, total=20.0)
+    print("HUP reload: %d reloads, %d requests ok, %d failed" % (reloads, load.ok, len(load.failed)))
+    assert not load.failed, "%d failed of %d: %s" % (len(load.failed), load.ok + len(load.failed),
+                                                     load.failed[:5])
+    assert load.ok > 1000, "too little load to mean anything: %d" % load.ok
+    assert len(load.pids) >= 2 * reloads, "workers were not replaced: %d pids" % len(load.pids)
+    gw.wait_log(r"reload: generation %d" % (reloads + 1))
+    wait_until(lambda: len(gw.worker_pids()) == 2 and not (set(gw.worker_pids()) & first), 10,
+               what="2 workers of the last generation only")
+
+
+def test_hup_with_preload_and_scaled_workers(gateway):
+    """With --preload the new workers fork from the master's loaded app; a
+    TTIN-scaled count goes back to the configured one, as in Gunicorn."""
+    gw = gateway("hello", "--preload", workers=2)
+    gw.wait_workers(2)
+    os.kill(gw.pid, signal.SIGTTIN)
+    wait_until(lambda: len(gw.worker_pids()) == 3, 5, what="3 workers")
+    load, reloads = run_reloads(gw, every=1.0, total=4.0)
+    assert not load.failed, load.failed[:5]
+    wait_until(lambda: len(gw.worker_pids()) == 2, 10, what="back to 2 workers")
+    assert gw.log_text().count("app loaded") == 1, "preload: the app is loaded once"
