@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "gateway.h"
 #include "log.h"
 
@@ -64,6 +65,7 @@ struct gw_conn_s {
     char          *out;             /* unsent output is out[out_pos..out_len) */
     size_t         out_pos, out_len, out_cap;
     gw_req_t      *req;             /* the request in progress, if any */
+    uint64_t       nreq;            /* requests started on this connection */
     size_t         head_again_len;  /* buffered head bytes at the last AGAIN */
     uint64_t       discard_left;    /* unread body still to drop (length) */
     uint64_t       discarded;       /* dropped so far (chunked cap) */
@@ -79,8 +81,25 @@ struct gw_conn_s {
     gw_conn_t     *free_next;       /* closed, freed in the prepare hook */
 };
 
+/* What the access log needs, captured while the bytes exist (only when
+ * the access log is on). Strings live in buf at the recorded offsets. */
+typedef struct {
+    double   start;
+    uint64_t req_no;
+    long     worker_pid;
+    int      worker_slot, status, minor;
+    uint64_t bytes;
+    size_t   method_off, method_len, target_off, target_len;
+    size_t   req_off[GW_ACCESS_MAX_HEADERS], req_len[GW_ACCESS_MAX_HEADERS];
+    size_t   resp_off[GW_ACCESS_MAX_HEADERS], resp_len[GW_ACCESS_MAX_HEADERS];
+    uint8_t  req_have[GW_ACCESS_MAX_HEADERS], resp_have[GW_ACCESS_MAX_HEADERS];
+    char    *buf;
+    size_t   used, cap;
+} alog_t;
+
 struct gw_req_s {
     gw_conn_t         *conn;        /* NULL once the client is gone */
+    alog_t            *alog;        /* access-log capture, NULL when off */
     gw_worker_t       *worker;      /* NULL while queued */
     uint32_t           stream;
     gw_req_t          *qnext, *qprev;
@@ -117,6 +136,7 @@ static void req_forward_body(gw_req_t *r);
 static void req_detach_worker(gw_req_t *r, int cancel, const char *reason);
 static void req_free(gw_req_t *r);
 static gw_req_t *req_alloc(void);
+static void alog_write(gw_req_t *r, gw_conn_t *c, int status);
 
 /* ---- small buffer helpers ---- */
 
@@ -435,6 +455,7 @@ static void req_timed_out(gw_conn_t *c)
     c->req = NULL;
     r->conn = NULL;
     if (r->worker) req_detach_worker(r, 1, "timeout");
+    if (r->alog) alog_write(r, c, 504);
     req_free(r);
     write_simple(c, 504, "the application did not answer in time", NULL, keep);
     conn_schedule_flush(c);
@@ -566,6 +587,7 @@ static gw_req_t *req_alloc(void)
 
 static void req_free(gw_req_t *r)
 {
+    if (r->alog) { free(r->alog->buf); free(r->alog); r->alog = NULL; }
     if (req_pool_len >= REQ_POOL_MAX) { free(r); return; }
     r->qnext = req_pool;
     req_pool = r;
@@ -627,6 +649,95 @@ void gw_front_dispatch_queue(void)
 
 static void req_encode(gw_req_t *r, gw_worker_t *w, const gw_http1_request_t *h, size_t hl);
 
+static size_t alog_put(alog_t *a, const char *p, size_t n)
+{
+    if (a->used + n > a->cap) {
+        size_t cap = a->cap ? a->cap : 256;
+        while (cap < a->used + n) cap *= 2;
+        char *b = realloc(a->buf, cap);
+        if (!b) return a->used;   /* best effort: an empty field */
+        a->buf = b;
+        a->cap = cap;
+    }
+    size_t off = a->used;
+    if (n) memcpy(a->buf + off, p, n);
+    a->used += n;
+    return off;
+}
+
+static void alog_capture_request(gw_req_t *r, gw_conn_t *c, const gw_http1_request_t *h)
+{
+    alog_t *a = calloc(1, sizeof(*a));
+    if (!a) return;
+    r->alog = a;
+    a->start = ev_now(gw.loop);
+    a->req_no = c->nreq;
+    a->worker_slot = -1;
+    a->minor = h->minor;
+    a->method_len = h->method.len;
+    a->method_off = alog_put(a, h->method.ptr, h->method.len);
+    a->target_len = h->target.len;
+    a->target_off = alog_put(a, h->target.ptr, h->target.len);
+    size_t n;
+    const char *const *names = gw_access_req_headers(&n);
+    for (size_t k = 0; k < n; k++)
+        for (size_t i = 0; i < h->nheaders; i++)
+            if (h->headers[i].name.len == strlen(names[k]) &&
+                strncasecmp(h->headers[i].name.ptr, names[k], h->headers[i].name.len) == 0) {
+                a->req_have[k] = 1;
+                a->req_len[k] = h->headers[i].value.len;
+                a->req_off[k] = alog_put(a, h->headers[i].value.ptr, h->headers[i].value.len);
+                break;
+            }
+}
+
+static void alog_capture_response(gw_req_t *r, const gwp_response_t *resp)
+{
+    alog_t *a = r->alog;
+    size_t n;
+    const char *const *names = gw_access_resp_headers(&n);
+    a->status = (int)resp->status;
+    for (size_t k = 0; k < n; k++)
+        for (uint32_t i = 0; i < resp->nheaders; i++)
+            if (resp->headers[i].name.len == strlen(names[k]) &&
+                strncasecmp(resp->headers[i].name.ptr, names[k], resp->headers[i].name.len) == 0) {
+                a->resp_have[k] = 1;
+                a->resp_len[k] = resp->headers[i].value.len;
+                a->resp_off[k] = alog_put(a, resp->headers[i].value.ptr, resp->headers[i].value.len);
+                break;
+            }
+}
+
+/* One access-log line for r; status overrides what the worker said (the
+ * front's own 502/504). */
+static void alog_write(gw_req_t *r, gw_conn_t *c, int status)
+{
+    alog_t *a = r->alog;
+    if (!a || !c) return;
+    gw_access_entry_t e;
+    memset(&e, 0, sizeof(e));
+    e.peer = c->peer;
+    e.peer_len = strlen(c->peer);
+    e.method = a->buf + a->method_off;
+    e.method_len = a->method_len;
+    e.target = a->buf + a->target_off;
+    e.target_len = a->target_len;
+    e.http_minor = a->minor;
+    e.status = status ? status : a->status;
+    e.bytes = a->bytes;
+    e.start = a->start;
+    e.end = ev_time();
+    e.worker_pid = a->worker_pid;
+    e.worker_slot = a->worker_slot;
+    e.conn_id = c->id;
+    e.req_no = a->req_no;
+    for (int k = 0; k < GW_ACCESS_MAX_HEADERS; k++) {
+        if (a->req_have[k]) { e.req_val[k] = a->buf + a->req_off[k]; e.req_len[k] = a->req_len[k]; }
+        if (a->resp_have[k]) { e.resp_val[k] = a->buf + a->resp_off[k]; e.resp_len[k] = a->resp_len[k]; }
+    }
+    gw_access_log(&e);
+}
+
 /* A parsed head: pick a worker (or queue) and send REQUEST. */
 static void req_start(gw_conn_t *c, const gw_http1_request_t *h, size_t hl)
 {
@@ -644,7 +755,9 @@ static void req_start(gw_conn_t *c, const gw_http1_request_t *h, size_t hl)
     if (h->body == GW_HTTP1_BODY_CHUNKED) gw_http1_chunked_init(&r->chunked);
     c->req = r;
     c->state = CONN_REQUEST;
+    c->nreq++;
     gw.requests++;
+    if (gw_access_enabled()) alog_capture_request(r, c, h);
 
     gw_worker_t *w = NULL;
     if (!queue_head)
@@ -715,6 +828,7 @@ static void req_encode(gw_req_t *r, gw_worker_t *w, const gw_http1_request_t *h,
     c->in_pos += hl;
     r->worker = w;
     r->stream = stream;
+    if (r->alog) { r->alog->worker_pid = (long)w->pid; r->alog->worker_slot = w->slot; }
     w->inflight++;
     gw_worker_schedule_flush(w);
 
@@ -979,6 +1093,7 @@ static void req_complete(gw_req_t *r)
     }
     if (!c) { req_free(r); return; }
     c->req = NULL;
+    if (r->alog) alog_write(r, c, 0);
     int keep = r->keepalive && !gw.stopping;
     if (keep && !r->body_done) {
         c->discarding = 1;
@@ -1010,6 +1125,7 @@ static void resp_append_data(gw_req_t *r, const char *p, size_t n)
         if (n > r->resp_left) n = (size_t)r->resp_left;   /* app overran its length */
         r->resp_left -= n;
     }
+    if (r->alog) r->alog->bytes += n;
     if (out_reserve(c, n + 32) < 0) { conn_close(c); return; }
     if (r->resp_chunked) {
         char hex[20];
@@ -1068,6 +1184,7 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
     gw_conn_t *c = r->conn;
     int end = (m->frame.flags & GWP_F_END) != 0;
     r->resp_started = 1;
+    if (r->alog) alog_capture_response(r, resp);
     if (!c) {
         if (end) req_complete(r);
         return;
@@ -1226,6 +1343,7 @@ void gw_front_worker_lost(gw_worker_t *w)
          * body was fully read (framing known). */
         c->req = NULL;
         int keep = r->body_done && r->keepalive && !gw.stopping;
+        if (r->alog) alog_write(r, c, 502);
         req_free(r);
         gw_log(GW_LOG_INFO, "#%llu %s: 502: worker %d died with the request in flight",
                (unsigned long long)c->id, c->peer, w->slot);
@@ -1329,6 +1447,11 @@ void gw_front_close_idle(void)
             (gw.stopping == 2))
             conn_close(c);
     }
+}
+
+unsigned gw_front_queued(void)
+{
+    return queue_len;
 }
 
 unsigned gw_front_active(void)

@@ -124,6 +124,7 @@ int  gw_front_start(void);            /* start accepting on every listener */
 void gw_front_stop_accepting(void);   /* close listeners (graceful stop) */
 void gw_front_close_idle(void);       /* drop idle keep-alive connections */
 unsigned gw_front_active(void);       /* connections with a request in progress */
+unsigned gw_front_queued(void);       /* requests waiting for a worker */
 void gw_front_flush_all(void);        /* write pending client output (prepare) */
 
 /* Called by the supervisor for frames and events from a worker. */

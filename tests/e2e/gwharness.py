@@ -462,6 +462,12 @@ class Gateway:
         for b in binds:
             args += ["-b", b]
         args += [str(o) for o in opts]
+        # every gateway gets its own control socket in its tmp dir
+        if "--control-socket" in args:
+            self.ctl_path = args[args.index("--control-socket") + 1]
+        else:
+            self.ctl_path = os.path.join(self.tmpdir, "ctl.sock")
+            args += ["--control-socket", self.ctl_path]
         if os.environ.get("GW_E2E_LOG_LEVEL") and "--log-level" not in args:
             args += ["--log-level", os.environ["GW_E2E_LOG_LEVEL"]]
         args.append(app_path(app))
