@@ -51,7 +51,6 @@
 #define CTL_ACCEPT_BATCH   16
 
 /* The front's queue depth, once front.c exports it (weak: absent -> null). */
-unsigned gw_front_queued(void) __attribute__((weak));
 
 /* ---- reply buffer ---- */
 
@@ -224,7 +223,7 @@ static int cmd_status(ctl_buf_t *b, int argc, char **argv)
         inflight += gw.workers[i].inflight;
         if (gw.workers[i].pid > 0 || gw.workers[i].state == GW_WORKER_BACKOFF) nrows++;
     }
-    long long queued = gw_front_queued ? (long long)gw_front_queued() : -1;
+    long long queued = (long long)gw_front_queued();
 
     if (json) {
         out(b, "{\"version\":");
