@@ -50,7 +50,6 @@
 #define CTL_CLIENT_TIMEOUT 10.0
 #define CTL_ACCEPT_BATCH   16
 
-/* The front's queue depth, once front.c exports it (weak: absent -> null). */
 
 /* ---- reply buffer ---- */
 
