@@ -8,8 +8,10 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "log.h"
 
@@ -23,10 +25,18 @@ typedef enum {
     OPT_BALANCE,   /* rr | leastconn */
     OPT_LOGLEVEL,  /* debug..alert */
     OPT_INT,       /* int, [min, max] */
-    OPT_STRING,    /* const char *, kept from argv/default */
+    OPT_STRING,    /* const char *, kept from argv/default/file */
+    OPT_MODE,      /* int, octal 0..0777 (umask) */
+    OPT_APP,       /* path.so[:symbol] into app_buf */
+    OPT_CONFIG,    /* -c FILE: read before the other sources are applied */
+    OPT_ACTION,    /* int set to 1; command line / GATEWAY_CMD_ARGS only */
     OPT_HELP,
     OPT_VERSION
 } opt_type_t;
+
+/* Settings that are actions on the command line, not values a file holds. */
+#define CLI_ONLY(t) ((t) == OPT_CONFIG || (t) == OPT_ACTION || (t) == OPT_HELP || \
+                     (t) == OPT_VERSION)
 
 typedef struct {
     const char *name;
@@ -101,20 +111,173 @@ static const opt_t options[] = {
       "debug, info, warning, error or alert." },
     { "backlog", 0, "N", OPT_INT, OFF(backlog), "2048", 1, 65535,
       "listen(2) backlog of each listening socket." },
+    { "access-logfile", 0, "FILE", OPT_STRING, OFF(access_logfile), NULL, 0, 0,
+      "Write one line per finished request to FILE ('-' for stdout). Off unless set." },
+    { "access-logformat", 0, "FORMAT", OPT_STRING, OFF(access_logformat), NULL, 0, 0,
+      "Gunicorn-style format of access-log lines, e.g. '%(h)s \"%(r)s\" %(s)s %(D)s'. "
+      "Atoms: h l u t r m U q H s B b f a T M D p, {Header}i, {Header}o, and ours: "
+      "x request id, w worker slot. Default: Gunicorn's common log format." },
+    { "error-logfile", 0, "FILE", OPT_STRING, OFF(error_logfile), NULL, 0, 0,
+      "Write the error log (master and workers) to FILE instead of stderr. "
+      "USR1 reopens it (and the access log) after rotation." },
+    { "pid", 0, "FILE", OPT_STRING, OFF(pidfile), NULL, 0, 0,
+      "Write the master's pid to FILE once the listeners are bound, and remove it on "
+      "exit. Refuses to start if FILE names a running process." },
+    { "umask", 0, "MODE", OPT_MODE, OFF(umask), NULL, 0, 0777,
+      "Set the process umask (octal, e.g. 027) at start-up. Default: inherited." },
+    { "app", 0, "APP", OPT_APP, 0, NULL, 0, 0,
+      "The app, as path/app.so[:symbol]; the APP argument overrides it. Lets a config "
+      "file name the app." },
+    { "config", 'c', "FILE", OPT_CONFIG, 0, NULL, 0, 0,
+      "Read settings from FILE: 'key = value' lines, keys are the long option names "
+      "(bind may repeat; flags take true/false). Flags beat GATEWAY_CMD_ARGS and "
+      "WEB_CONCURRENCY, which beat the file, which beats the defaults." },
+    { "check-config", 0, NULL, OPT_ACTION, OFF(check_config), NULL, 0, 0,
+      "Read every setting, check the app file exists, print 'config OK' and exit 0 "
+      "(or the error and a non-zero status) without binding or loading anything." },
+    { "print-config", 0, NULL, OPT_ACTION, OFF(print_config), NULL, 0, 0,
+      "Print every effective setting as 'key = value' lines (input for -c) and exit." },
     { "help", 'h', NULL, OPT_HELP, 0, NULL, 0, 0, "Print this help and exit." },
     { "version", 0, NULL, OPT_VERSION, 0, NULL, 0, 0, "Print the version and exit." },
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
-static void fail(const char *fmt, const char *a, const char *b)
+/* ---- storage that lives as long as the process (file values, env words) */
+
+typedef struct keep_node { struct keep_node *next; char data[]; } keep_node_t;
+static keep_node_t *kept;   /* reachable from here: never reported as a leak */
+
+static char *keep_alloc(size_t n)
 {
-    fprintf(stderr, "gateway: ");
-    fprintf(stderr, fmt, a, b);
-    fprintf(stderr, " (see gateway --help)\n");
+    keep_node_t *k = calloc(1, sizeof(*k) + n + 1);
+    if (!k) return NULL;
+    k->next = kept;
+    kept = k;
+    return k->data;
 }
 
-static int set_value(gw_config_t *cfg, const opt_t *o, const char *val)
+static char *keep(const char *s, size_t n)
+{
+    char *d = keep_alloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* ---- one source's settings, collected first and applied in order */
+
+typedef struct {
+    const opt_t *o;
+    const char  *val;
+    unsigned     line;        /* file line, 0 otherwise */
+} setting_t;
+
+typedef struct {
+    const char *origin;       /* NULL: the command line; else file path or env name */
+    setting_t  *v;
+    size_t      n, cap;
+    int         has_bind;
+    int         dashes;       /* name keys as "--key" in messages */
+    const char *app;          /* positional APP (command line only) */
+} layer_t;
+
+static void layer_free(layer_t *L) { free(L->v); memset(L, 0, sizeof(*L)); }
+
+static int layer_add(layer_t *L, const opt_t *o, const char *val, unsigned line)
+{
+    if (L->n == L->cap) {
+        size_t cap = L->cap ? 2 * L->cap : 16;
+        setting_t *v = realloc(L->v, cap * sizeof(*v));
+        if (!v) { fprintf(stderr, "gateway: out of memory\n"); return -1; }
+        L->v = v;
+        L->cap = cap;
+    }
+    L->v[L->n++] = (setting_t){ o, val, line };
+    if (o->type == OPT_BIND) L->has_bind = 1;
+    return 0;
+}
+
+/* One line, "gateway: WHERE: MESSAGE", WHERE being "file:line", an environment
+ * variable or the command-line "--flag"; written with one fprintf. */
+static void fail_at(const layer_t *L, unsigned line, const opt_t *o, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail_at(const layer_t *L, unsigned line, const opt_t *o, const char *fmt, ...)
+{
+    char where[600] = "", msg[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (L && L->origin && line) snprintf(where, sizeof(where), "%s:%u: ", L->origin, line);
+    else if (L && L->origin) snprintf(where, sizeof(where), "%s: ", L->origin);
+    else if (o) snprintf(where, sizeof(where), "--%s: ", o->name);
+    fprintf(stderr, "gateway: %s%s%s\n", where, msg,
+            L && !L->origin ? " (see gateway --help)" : "");
+}
+
+static int parse_bool(const char *v)
+{
+    static const char *yes[] = { "true", "yes", "on", "1" }, *no[] = { "false", "no", "off", "0" };
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) return 1;
+        if (strcasecmp(v, no[i]) == 0) return 0;
+    }
+    return -1;
+}
+
+/* Syntax of a listen address; whether it binds is checked by listener.c. */
+static int bind_ok(const char *v)
+{
+    if (strncmp(v, "unix:", 5) == 0) return v[5] != '\0';
+    if (strstr(v, "://")) return 1;           /* other schemes: listener.c decides */
+    const char *port;
+    if (*v == '[') {
+        const char *e = strchr(v, ']');
+        if (!e || e == v + 1 || e[1] != ':') return 0;
+        port = e + 2;
+    } else {
+        const char *c = strrchr(v, ':');
+        if (!c) return 0;
+        port = c + 1;
+    }
+    if (!*port || strlen(port) > 5) return 0;
+    for (const char *p = port; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return atoi(port) <= 65535;
+}
+
+/* o: the "app" row, or NULL for the positional APP argument. */
+static int set_app(gw_config_t *cfg, const char *app, const opt_t *o, const layer_t *L,
+                   unsigned line)
+{
+    if (strlen(app) >= sizeof(cfg->app_buf)) {
+        fail_at(L, line, o, "APP path too long");
+        return -1;
+    }
+    strcpy(cfg->app_buf, app);
+    cfg->app_path = cfg->app_buf;
+    cfg->app_symbol = "gateway_app";
+    /* "path.so:symbol": split at the last ':' when what follows is an identifier */
+    char *colon = strrchr(cfg->app_buf, ':');
+    if (colon && colon[1] && !strchr(colon, '/')) {
+        *colon = '\0';
+        cfg->app_symbol = colon + 1;
+        for (const char *p = cfg->app_symbol; *p; p++)
+            if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (p != cfg->app_symbol && *p >= '0' && *p <= '9'))) {
+                fail_at(L, line, o, "invalid symbol name '%s' in APP", cfg->app_symbol);
+                return -1;
+            }
+    }
+    if (!*cfg->app_path) {
+        fail_at(L, line, o, "missing app path in APP");
+        return -1;
+    }
+    return 0;
+}
+
+static int set_value(gw_config_t *cfg, const opt_t *o, const char *val, const layer_t *L,
+                     unsigned line)
 {
     char *end;
     char *field = (char *)cfg + o->offset;
@@ -136,6 +299,13 @@ static int set_value(gw_config_t *cfg, const opt_t *o, const char *val)
         *(double *)field = v;
         return 0;
     }
+    case OPT_MODE: {
+        if (*val < '0' || *val > '7') goto bad;
+        unsigned long v = strtoul(val, &end, 8);
+        if (errno || *end || v > (unsigned long)o->max) goto bad;
+        *(int *)field = (int)v;
+        return 0;
+    }
     case OPT_BALANCE:
         if (strcmp(val, "rr") == 0 || strcmp(val, "round-robin") == 0)
             *(gw_balance_mode_t *)field = GW_BALANCE_RR;
@@ -150,23 +320,33 @@ static int set_value(gw_config_t *cfg, const opt_t *o, const char *val)
         return 0;
     }
     case OPT_BIND:
+        if (!bind_ok(val)) goto bad;
         if (cfg->nbinds >= GW_MAX_BINDS) {
-            fail("too many --bind options (at most %s)%s", "32", "");
+            fail_at(L, line, o, "too many binds (at most %s)", "32");
             return -1;
         }
         cfg->binds[cfg->nbinds++] = val;
         return 0;
-    case OPT_FLAG:
-        *(int *)field = 1;
+    case OPT_FLAG: case OPT_ACTION: {
+        int b = parse_bool(val);
+        if (b < 0) goto bad;
+        *(int *)field = b;
         return 0;
+    }
     case OPT_STRING:
+        if (!*val) goto bad;
         *(const char **)field = val;
         return 0;
+    case OPT_APP:
+        return set_app(cfg, val, o, L, line);
     default:
         return 0;
     }
 bad:
-    fail("invalid value '%s' for --%s", val, o->name);
+    if (L && L->origin)
+        fail_at(L, line, o, "invalid value '%s' for %s%s", val, L->dashes ? "--" : "", o->name);
+    else
+        fail_at(L, line, o, "invalid value '%s'", val);
     return -1;
 }
 
@@ -175,11 +355,12 @@ static void set_defaults(gw_config_t *cfg)
     memset(cfg, 0, sizeof(*cfg));
     for (size_t i = 0; i < NOPTIONS; i++)
         if (options[i].def && options[i].type != OPT_BIND)
-            set_value(cfg, &options[i], options[i].def);
+            set_value(cfg, &options[i], options[i].def, NULL, 0);
     cfg->limits.chunk_ext = gw_http1_default_limits.chunk_ext;
     cfg->limits.trailers = gw_http1_default_limits.trailers;
     cfg->heartbeat_ms = 1000;
     cfg->window = 256 * 1024;
+    cfg->umask = -1;
 }
 
 void gw_config_usage(FILE *out)
@@ -227,28 +408,31 @@ void gw_config_usage(FILE *out)
         "             --graceful-timeout, run shutdown hooks, exit 0.\n"
         "    INT, QUIT  quick stop.\n\n"
         "ENVIRONMENT\n"
-        "    WEB_CONCURRENCY   default for --workers.\n\n"
+        "    GATEWAY_CMD_ARGS  extra options, split like a shell would; real flags\n"
+        "                      beat them, they beat the config file.\n"
+        "    WEB_CONCURRENCY   --workers (below GATEWAY_CMD_ARGS and flags).\n"
+        "    PORT              with no bind anywhere: bind 0.0.0.0:$PORT.\n\n"
         "EXAMPLES\n"
         "    gateway -w 4 -b 127.0.0.1:8000 build/examples/hello.so\n"
         "    gateway --preload --balance rr -b unix:/run/app.sock app.so:my_entry\n");
 }
 
-int gw_config_parse(gw_config_t *cfg, int argc, char **argv)
+static const opt_t *find_long(const char *name)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strcmp(options[i].name, name) == 0) return &options[i];
+    return NULL;
+}
+
+/*
+ * Collect the options of an argv-like vector (the command line, or the words
+ * of GATEWAY_CMD_ARGS). Returns 0, 1 after --help/--version, -1 on error.
+ */
+static int collect_args(layer_t *L, int argc, char **argv)
 {
     struct option longopts[NOPTIONS + 1];
     char shortopts[2 * NOPTIONS + 2];
     size_t ns = 0;
-
-    set_defaults(cfg);
-    const char *wc = getenv("WEB_CONCURRENCY");
-    if (wc && *wc) {
-        for (size_t i = 0; i < NOPTIONS; i++)
-            if (options[i].offset == OFF(workers) && options[i].type == OPT_UINT &&
-                set_value(cfg, &options[i], wc) < 0) {
-                fprintf(stderr, "gateway: WEB_CONCURRENCY must be a worker count, got '%s'\n", wc);
-                return -1;
-            }
-    }
 
     shortopts[ns++] = ':';   /* report a missing argument distinctly */
     for (size_t i = 0; i < NOPTIONS; i++) {
@@ -265,19 +449,16 @@ int gw_config_parse(gw_config_t *cfg, int argc, char **argv)
     shortopts[ns] = '\0';
 
     opterr = 0;
-    optind = 1;
+    optind = 0;              /* 0: full re-initialisation of GNU getopt */
     int c, idx;
     while ((c = getopt_long(argc, argv, shortopts, longopts, &idx)) != -1) {
         const opt_t *o = NULL;
         if (c >= 256) o = &options[c - 256];
         else if (c == '?' || c == ':') {
-            const char *arg = argv[optind - 1];
-            if (optopt && optopt < 256) {
-                char s[3] = { '-', (char)optopt, 0 };
-                fail(c == ':' ? "option '%s' needs a value%s" : "unknown option '%s'%s", s, "");
-            } else {
-                fail(c == ':' ? "option '%s' needs a value%s" : "unknown option '%s'%s", arg, "");
-            }
+            char s[3] = { '-', (char)optopt, 0 };
+            const char *arg = optopt && optopt < 256 ? s : argv[optind - 1];
+            if (c == ':') fail_at(L, 0, NULL, "option '%s' needs a value", arg);
+            else fail_at(L, 0, NULL, "unknown option '%s'", arg);
             return -1;
         } else {
             for (size_t i = 0; i < NOPTIONS; i++)
@@ -286,43 +467,327 @@ int gw_config_parse(gw_config_t *cfg, int argc, char **argv)
         if (!o) return -1;
         if (o->type == OPT_HELP) { gw_config_usage(stdout); return 1; }
         if (o->type == OPT_VERSION) { printf("gateway %s\n", GW_VERSION_STRING); return 1; }
-        if (set_value(cfg, o, optarg) < 0) return -1;
+        if (layer_add(L, o, o->arg ? optarg : "true", 0) < 0) return -1;
     }
-    if (cfg->nbinds == 0) cfg->binds[cfg->nbinds++] = "127.0.0.1:8000";
+    if (optind < argc) {
+        if (L->origin) {
+            fail_at(L, 0, NULL, "unexpected argument '%s' (only options belong here)",
+                    argv[optind]);
+            return -1;
+        }
+        L->app = argv[optind];
+        if (optind + 1 < argc) {
+            fail_at(L, 0, NULL, "unexpected argument '%s' after APP", argv[optind + 1]);
+            return -1;
+        }
+    }
+    return 0;
+}
 
-    if (optind >= argc) {
-        fail("missing APP (path/to/app.so[:symbol])%s%s", "", "");
+/*
+ * Split s into words like a shell: blanks separate, '...' is literal, "..."
+ * allows \" and \\, a backslash outside quotes escapes the next character.
+ * Words go to kept storage; argv[0] is the layer's name. Returns the word
+ * count (with argv[0]) or -1 after an error line.
+ */
+static int split_words(layer_t *L, const char *s, char ***out)
+{
+    size_t len = strlen(s);
+    char *buf = keep(s, len);            /* words are never longer than s */
+    char **argv = (char **)(void *)keep_alloc((len / 2 + 4) * sizeof(char *));
+    if (!buf || !argv) { fprintf(stderr, "gateway: out of memory\n"); return -1; }
+    int argc = 0;
+    argv[argc++] = (char *)L->origin;
+    char *w = buf;
+    const char *p = s;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+        if (!*p) break;
+        char *start = w;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            if (*p == '\'') {
+                const char *e = strchr(p + 1, '\'');
+                if (!e) goto unterminated;
+                memmove(w, p + 1, (size_t)(e - p - 1));
+                w += e - p - 1;
+                p = e + 1;
+            } else if (*p == '"') {
+                for (p++; *p != '"'; p++) {
+                    if (!*p) goto unterminated;
+                    if (*p == '\\' && (p[1] == '"' || p[1] == '\\')) p++;
+                    *w++ = *p;
+                }
+                p++;
+            } else if (*p == '\\' && p[1]) {
+                *w++ = p[1];
+                p += 2;
+            } else {
+                *w++ = *p++;
+            }
+        }
+        *w++ = '\0';
+        argv[argc++] = start;
+    }
+    argv[argc] = NULL;
+    *out = argv;
+    return argc;
+unterminated:
+    fail_at(L, 0, NULL, "unterminated quote in '%s'", s);
+    return -1;
+}
+
+static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
+
+/*
+ * Read a config file: "key = value" lines, '#' comments (whole lines, or
+ * after a blank following an unquoted value), blank lines; key and value
+ * trimmed; a value may be wrapped in '...' or "..." (taken literally). Keys
+ * are long option names ('_' accepted for '-'). Returns 0 or -1 (one line).
+ */
+static int collect_file(layer_t *L, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "gateway: cannot read config file %s: %s\n", path, strerror(errno));
         return -1;
     }
-    if (optind + 1 < argc) {
-        fail("unexpected argument '%s' after APP%s", argv[optind + 1], "");
+    char *text = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (cap - n < 4096) {
+            char *t = realloc(text, cap + 65536);
+            if (!t) { free(text); fclose(f); fprintf(stderr, "gateway: out of memory\n"); return -1; }
+            text = t;
+            cap += 65536;
+        }
+        size_t r = fread(text + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+    }
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr) {
+        free(text);
+        fprintf(stderr, "gateway: cannot read config file %s: read error\n", path);
         return -1;
     }
-    const char *app = argv[optind];
-    if (strlen(app) >= sizeof(cfg->app_buf)) {
-        fail("APP path too long%s%s", "", "");
+    char *buf = keep(text, n);        /* values point into it for the process's life */
+    free(text);
+    if (!buf) { fprintf(stderr, "gateway: out of memory\n"); return -1; }
+    if (memchr(buf, '\0', n)) {
+        fprintf(stderr, "gateway: %s: not a text file\n", path);
         return -1;
     }
-    strcpy(cfg->app_buf, app);
-    cfg->app_path = cfg->app_buf;
-    cfg->app_symbol = "gateway_app";
-    /* "path.so:symbol": split at the last ':' when what follows is an identifier */
-    char *colon = strrchr(cfg->app_buf, ':');
-    if (colon && colon[1] && !strchr(colon, '/')) {
-        *colon = '\0';
-        cfg->app_symbol = colon + 1;
-        for (const char *p = cfg->app_symbol; *p; p++)
-            if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                  (p != cfg->app_symbol && *p >= '0' && *p <= '9'))) {
-                fail("invalid symbol name '%s' in APP%s", cfg->app_symbol, "");
+
+    unsigned line = 0;
+    for (char *p = buf, *next; p && *p; p = next) {
+        line++;
+        char *nl = strchr(p, '\n');
+        next = nl ? nl + 1 : NULL;
+        if (nl) *nl = '\0';
+        while (is_blank(*p)) p++;
+        char *e = p + strlen(p);
+        while (e > p && is_blank(e[-1])) *--e = '\0';
+        if (*p == '\0' || *p == '#') continue;
+
+        char *eq = strchr(p, '=');
+        if (!eq) {
+            fail_at(L, line, NULL, "expected 'key = value', got '%s'", p);
+            return -1;
+        }
+        char *k = eq;
+        while (k > p && is_blank(k[-1])) k--;
+        *k = '\0';
+        for (char *q = p; *q; q++) if (*q == '_') *q = '-';
+        const opt_t *o = *p ? find_long(p) : NULL;
+        if (!o) {
+            fail_at(L, line, NULL, "unknown key '%s'", p);
+            return -1;
+        }
+        if (CLI_ONLY(o->type)) {
+            fail_at(L, line, NULL, "'%s' is a command-line option, not a file setting", p);
+            return -1;
+        }
+        char *v = eq + 1;
+        while (is_blank(*v)) v++;
+        if (*v == '"' || *v == '\'') {
+            char *close = strchr(v + 1, *v);
+            if (!close) {
+                fail_at(L, line, NULL, "unterminated quote in value for %s", o->name);
                 return -1;
             }
+            char *rest = close + 1;
+            while (is_blank(*rest)) rest++;
+            if (*rest && *rest != '#') {
+                fail_at(L, line, NULL, "unexpected text after the quoted value for %s", o->name);
+                return -1;
+            }
+            *close = '\0';
+            v++;
+        } else {
+            for (char *q = v; *q; q++)
+                if (*q == '#' && q > v && is_blank(q[-1])) { *q = '\0'; break; }
+            char *ve = v + strlen(v);
+            while (ve > v && is_blank(ve[-1])) *--ve = '\0';
+            if (!*v) {
+                fail_at(L, line, NULL, "missing value for %s", o->name);
+                return -1;
+            }
+        }
+        if (layer_add(L, o, v, line) < 0) return -1;
     }
-    if (!*cfg->app_path) {
-        fail("missing app path in APP%s%s", "", "");
+    return 0;
+}
+
+static int apply_layer(gw_config_t *cfg, const layer_t *L)
+{
+    if (L->has_bind) cfg->nbinds = 0;   /* this source's binds replace lower ones */
+    for (size_t i = 0; i < L->n; i++) {
+        const setting_t *s = &L->v[i];
+        if (s->o->type == OPT_CONFIG) continue;
+        if (set_value(cfg, s->o, s->val, L, s->line) < 0) return -1;
+    }
+    return 0;
+}
+
+static const char *last_config(const layer_t *L)
+{
+    const char *path = NULL;
+    for (size_t i = 0; i < L->n; i++)
+        if (L->v[i].o->type == OPT_CONFIG) path = L->v[i].val;
+    return path;
+}
+
+static int parse_layers(gw_config_t *cfg, int argc, char **argv, layer_t *cli, layer_t *env,
+                        layer_t *wc, layer_t *file)
+{
+    int rc = collect_args(cli, argc, argv);
+    if (rc) return rc;
+
+    const char *ea = getenv("GATEWAY_CMD_ARGS");
+    if (ea && *ea) {
+        char **words;
+        int n = split_words(env, ea, &words);
+        if (n < 0) return -1;
+        if ((rc = collect_args(env, n, words)) != 0) return rc;
+    }
+    const char *w = getenv("WEB_CONCURRENCY");
+    if (w && *w && layer_add(wc, find_long("workers"), w, 0) < 0) return -1;
+
+    const char *path = last_config(cli);
+    if (!path) path = last_config(env);
+    if (path) {
+        file->origin = path;
+        if (collect_file(file, path) < 0) return -1;
+        cfg->config_file = path;
+    }
+
+    /* lowest precedence first: each later source overrides */
+    if (apply_layer(cfg, file) < 0 || apply_layer(cfg, wc) < 0 || apply_layer(cfg, env) < 0 ||
+        apply_layer(cfg, cli) < 0)
+        return -1;
+
+    if (cfg->nbinds == 0) {
+        const char *port = getenv("PORT");
+        if (port && *port) {
+            static const layer_t port_layer = { "PORT", NULL, 0, 0, 0, 0, NULL };
+            char b[64];
+            snprintf(b, sizeof(b), "0.0.0.0:%.20s", port);
+            char *k = keep(b, strlen(b));
+            if (!k) { fprintf(stderr, "gateway: out of memory\n"); return -1; }
+            if (set_value(cfg, find_long("bind"), k, &port_layer, 0) < 0) return -1;
+        } else {
+            cfg->binds[cfg->nbinds++] = find_long("bind")->def;
+        }
+    }
+
+    if (cli->app && set_app(cfg, cli->app, NULL, cli, 0) < 0) return -1;
+    if (!cfg->app_path) {
+        fail_at(cli, 0, NULL, "missing APP (path/to/app.so[:symbol])");
         return -1;
     }
+    /* Heartbeats must come several times per --timeout, or a healthy but
+     * idle worker would look stuck. */
+    double hb = cfg->timeout * 1000.0 / 4;
+    cfg->heartbeat_ms = hb > 1000 ? 1000 : hb < 50 ? 50 : (unsigned)hb;
     if (cfg->limits.head < cfg->limits.request_line + 2)
         cfg->limits.head = cfg->limits.request_line + 2;
     return 0;
+}
+
+int gw_config_parse(gw_config_t *cfg, int argc, char **argv)
+{
+    layer_t cli = { 0 }, env = { 0 }, wc = { 0 }, file = { 0 };
+    env.origin = "GATEWAY_CMD_ARGS";
+    env.dashes = 1;
+    wc.origin = "WEB_CONCURRENCY";
+    set_defaults(cfg);
+    int rc = parse_layers(cfg, argc, argv, &cli, &env, &wc, &file);
+    layer_free(&cli);
+    layer_free(&env);
+    layer_free(&wc);
+    layer_free(&file);
+    return rc;
+}
+
+/* ---- --print-config */
+
+static void print_kv(FILE *out, const char *key, const char *val)
+{
+    int plain = *val != '\0' && *val != '"' && *val != '\'';
+    for (const char *p = val; *p && plain; p++)
+        if (is_blank(*p) || *p == '#') plain = 0;
+    if (plain) fprintf(out, "%s = %s\n", key, val);
+    else fprintf(out, strchr(val, '"') ? "%s = '%s'\n" : "%s = \"%s\"\n", key, val);
+}
+
+void gw_config_print(FILE *out, const gw_config_t *cfg)
+{
+    fprintf(out, "# gateway %s: effective settings (read back with -c FILE)\n",
+            GW_VERSION_STRING);
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const opt_t *o = &options[i];
+        const char *field = (const char *)cfg + o->offset;
+        char v[4200];
+        switch (o->type) {
+        case OPT_UINT: snprintf(v, sizeof(v), "%u", *(const unsigned *)field); break;
+        case OPT_SIZE: snprintf(v, sizeof(v), "%zu", *(const size_t *)field); break;
+        case OPT_U64:
+            snprintf(v, sizeof(v), "%llu", (unsigned long long)*(const uint64_t *)field);
+            break;
+        case OPT_INT: snprintf(v, sizeof(v), "%d", *(const int *)field); break;
+        case OPT_SECONDS: {
+            double d = *(const double *)field;
+            snprintf(v, sizeof(v), "%.15g", d);
+            if (strtod(v, NULL) != d) snprintf(v, sizeof(v), "%.17g", d);
+            break;
+        }
+        case OPT_FLAG: snprintf(v, sizeof(v), "%s", *(const int *)field ? "true" : "false"); break;
+        case OPT_BALANCE:
+            snprintf(v, sizeof(v), "%s",
+                     *(const gw_balance_mode_t *)field == GW_BALANCE_RR ? "rr" : "leastconn");
+            break;
+        case OPT_LOGLEVEL:
+            snprintf(v, sizeof(v), "%s", gw_log_level_name((gw_log_level_t)*(const int *)field));
+            break;
+        case OPT_MODE:
+            if (*(const int *)field < 0) { fprintf(out, "# %s = (inherited)\n", o->name); continue; }
+            snprintf(v, sizeof(v), "%04o", (unsigned)*(const int *)field);
+            break;
+        case OPT_STRING:
+            if (!*(const char *const *)field) { fprintf(out, "# %s = (not set)\n", o->name); continue; }
+            snprintf(v, sizeof(v), "%s", *(const char *const *)field);
+            break;
+        case OPT_BIND:
+            for (size_t b = 0; b < cfg->nbinds; b++) print_kv(out, o->name, cfg->binds[b]);
+            continue;
+        case OPT_APP:
+            if (!cfg->app_path) { fprintf(out, "# %s = (not set)\n", o->name); continue; }
+            snprintf(v, sizeof(v), "%s:%s", cfg->app_path, cfg->app_symbol);
+            break;
+        default:
+            continue;   /* command-line actions are not settings */
+        }
+        print_kv(out, o->name, v);
+    }
 }

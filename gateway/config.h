@@ -48,17 +48,36 @@ typedef struct {
     gw_http1_limits_t limits;
     int               log_level;
     int               backlog;
+    const char       *pidfile;          /* --pid FILE (NULL: none) */
+    const char       *access_logfile;   /* NULL: no access log; "-": stdout */
+    const char       *access_logformat; /* NULL: GW_ACCESS_DEFAULT_FORMAT */
+    const char       *error_logfile;    /* NULL or "-": stderr */
+    int               umask;            /* --umask MODE; -1: leave inherited */
+    int               check_config;     /* --check-config: check, print "config OK", exit */
+    int               print_config;     /* --print-config: print settings, exit */
+    const char       *config_file;      /* -c FILE that was read (NULL: none) */
     const char       *app_path;
     const char       *app_symbol;
     char              app_buf[4096];    /* storage for APP split */
 } gw_config_t;
 
 /*
- * Fill cfg from defaults, the environment (WEB_CONCURRENCY) and argv.
- * Returns 0 to go on, 1 when --help/--version was printed (exit 0), or -1
- * after printing one "gateway: ..." line on stderr (exit 2).
+ * Fill cfg from four sources, highest precedence first: argv flags, the
+ * environment (GATEWAY_CMD_ARGS, then WEB_CONCURRENCY), the -c/--config
+ * file, the table's defaults. A source that sets any bind replaces the binds
+ * of lower ones; with no bind anywhere, $PORT gives 0.0.0.0:$PORT.
+ * Strings in cfg point into argv or into storage config.c keeps for the life
+ * of the process. Returns 0 to go on, 1 when --help/--version was printed
+ * (exit 0), or -1 after printing one "gateway: ..." line on stderr (exit 2).
  */
 int gw_config_parse(gw_config_t *cfg, int argc, char **argv);
+
+/*
+ * Print every effective setting as "key = value" lines, in table order: the
+ * format -c reads, so the output can be fed back. Unset optional settings
+ * are printed as comments.
+ */
+void gw_config_print(FILE *out, const gw_config_t *cfg);
 
 /* Print the man-style help generated from the option table. */
 void gw_config_usage(FILE *out);

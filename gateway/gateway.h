@@ -145,6 +145,8 @@ unsigned gw_supervisor_scale(unsigned n);
  * again unless preloaded) and retire the current ones as the new ones
  * report READY, so capacity never drops and no request is lost. */
 void gw_supervisor_reload(unsigned workers);
+/* Send sig to every worker process (USR1: reopen logs). */
+void gw_supervisor_signal_all(int sig);
 
 /* ---- the control socket (ctl.c) ---- */
 

@@ -4,7 +4,10 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
@@ -13,6 +16,47 @@
 
 static gw_log_level_t log_level = GW_LOG_INFO;
 static char log_role[32] = "master";
+static char *log_path;                       /* --error-logfile, NULL: stderr as given */
+static volatile sig_atomic_t reopen_pending;
+
+static int pending_fd = -1;   /* opened, not yet on fd 2 */
+
+int gw_log_open(const char *path)
+{
+    if (!path || !*path || strcmp(path, "-") == 0) return 0;
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return -errno;
+    free(log_path);
+    log_path = strdup(path);
+    if (!log_path) { close(fd); return -ENOMEM; }
+    pending_fd = fd;
+    return 0;
+}
+
+void gw_log_activate(void)
+{
+    if (pending_fd < 0) return;
+    dup2(pending_fd, STDERR_FILENO);
+    close(pending_fd);
+    pending_fd = -1;
+}
+
+int gw_log_reopen(void)
+{
+    reopen_pending = 0;
+    if (!log_path || pending_fd >= 0) return 0;
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return -errno;
+    /* fd 2 keeps its number: inherited by workers, and stray writes to
+     * stderr (a crashing app, sanitizers) land in the log too. */
+    if (fd != STDERR_FILENO) {
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    return 0;
+}
+
+void gw_log_reopen_later(void) { reopen_pending = 1; }
 
 static const char *const level_names[] = {
     [GW_LOG_DEBUG] = "debug", [GW_LOG_INFO] = "info", [GW_LOG_WARN] = "warning",
@@ -45,6 +89,7 @@ void gw_vlog(gw_log_level_t level, const char *fmt, va_list ap)
 {
     if (level < log_level || level >= GW_LOG_OFF) return;
     int saved = errno;
+    if (reopen_pending) gw_log_reopen();
     char line[2048];
     struct timeval tv;
     struct tm tm;

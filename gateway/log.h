@@ -26,6 +26,17 @@ void gw_log_set_role(const char *role);
 int  gw_log_level_parse(const char *name);
 const char *gw_log_level_name(gw_log_level_t level);
 
+/* --error-logfile: open path (appending) so a bad path fails early; "-" or
+ * NULL keeps stderr. 0 or -errno. gw_log_activate() then moves stderr (this
+ * process's and, through inheritance, every worker's) onto it: called once
+ * start-up can no longer fail, so start-up errors still reach the terminal. */
+int  gw_log_open(const char *path);
+void gw_log_activate(void);
+/* USR1: reopen the file now (master), or on the next line (a worker's
+ * signal handler calls gw_log_reopen_later: async-signal-safe). */
+int  gw_log_reopen(void);
+void gw_log_reopen_later(void);
+
 void gw_log(gw_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void gw_vlog(gw_log_level_t level, const char *fmt, va_list ap);

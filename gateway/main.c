@@ -20,12 +20,61 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "gateway.h"
 #include "gwl_int.h"
 #include "log.h"
 
-static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou, sig_hup;
+static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou, sig_hup, sig_usr1;
 static int want_reload;
+static int saved_argc;
+static char **saved_argv;
+
+/*
+ * HUP: read the configuration again (command line, GATEWAY_CMD_ARGS,
+ * WEB_CONCURRENCY, the -c file) and apply what can change while running.
+ * Listeners, the control socket, --preload and the app stay as started
+ * (changing them needs a restart); a bad file keeps the current settings.
+ */
+static int reload_config(void)
+{
+    static gw_config_t fresh;
+    memset(&fresh, 0, sizeof(fresh));
+    if (gw_config_parse(&fresh, saved_argc, saved_argv) != 0) {
+        gw_error("reload: configuration not valid; keeping the current settings and workers");
+        return -1;
+    }
+    gw_config_t *c = &gw.cfg;
+    int binds_same = fresh.nbinds == c->nbinds;
+    for (size_t i = 0; binds_same && i < c->nbinds; i++)
+        binds_same = strcmp(fresh.binds[i], c->binds[i]) == 0;
+    if (!binds_same) gw_warn("reload: bind changes need a restart; keeping the current listeners");
+    if (fresh.preload != c->preload || strcmp(fresh.app_path, c->app_path) != 0 ||
+        strcmp(fresh.app_symbol, c->app_symbol) != 0)
+        gw_warn("reload: app or --preload changes need a restart");
+    c->workers = fresh.workers;
+    c->balance = fresh.balance;
+    c->max_inflight = fresh.max_inflight;
+    c->max_queue = fresh.max_queue;
+    c->keepalive = fresh.keepalive;
+    c->header_timeout = fresh.header_timeout;
+    c->body_timeout = fresh.body_timeout;
+    c->send_timeout = fresh.send_timeout;
+    c->queue_timeout = fresh.queue_timeout;
+    c->graceful_timeout = fresh.graceful_timeout;
+    c->boot_timeout = fresh.boot_timeout;
+    c->timeout = fresh.timeout;
+    c->max_requests = fresh.max_requests;
+    c->max_requests_jitter = fresh.max_requests_jitter;
+    c->max_worker_memory = fresh.max_worker_memory;
+    c->health_path = fresh.health_path;
+    c->limits = fresh.limits;
+    c->log_level = fresh.log_level;
+    gw_log_set_level((gw_log_level_t)c->log_level);
+    double hb = c->timeout * 1000.0 / 4;
+    c->heartbeat_ms = hb > 1000 ? 1000 : hb < 50 ? 50 : (unsigned)hb;
+    return 0;
+}
 static ev_prepare prepare;
 static ev_timer stop_timer;
 static int workers_quit_sent;
@@ -51,6 +100,17 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     want_reload = 1;
 }
 
+/* USR1: reopen the error and access logs here and in every worker. */
+static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    int rc = gw_log_reopen();
+    int rc2 = gw_access_reopen();
+    if (rc < 0 || rc2 < 0)
+        gw_error("reopen logs: %s", strerror(-(rc < 0 ? rc : rc2)));
+    gw_supervisor_signal_all(SIGUSR1);
+    gw_info("logs reopened");
+}
+
 static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
     /* graceful budget spent: stop waiting for clients */
@@ -69,7 +129,7 @@ static void master_step(void)
 {
     if (want_reload && !gw.stopping && !gw.want_stop) {
         want_reload = 0;
-        gw_supervisor_reload(gw.cfg.workers);
+        if (reload_config() == 0) gw_supervisor_reload(gw.cfg.workers);
     }
     if (gw.want_stop > gw.stopping) {
         int first = gw.stopping == 0;
@@ -115,6 +175,71 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
  * line before anything starts. So a throwaway child does dlopen + dlsym
  * (constructors run there, never here) and reports through a pipe.
  */
+/*
+ * --pid FILE. Checked before anything binds (a live pid in it refuses the
+ * start), written once the listeners are bound (temporary file + rename, so
+ * a reader never sees it half-written), removed at exit only while it still
+ * holds our pid: a worker that exits, or a newer master that took the file
+ * over, never loses it.
+ */
+static pid_t pidfile_read(const char *path)
+{
+    char buf[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    char *end;
+    long v = strtol(buf, &end, 10);
+    if (v <= 0 || v > 0x7fffffff || (*end && *end != '\n')) return 0;
+    return (pid_t)v;
+}
+
+static int pidfile_check(const char *path)
+{
+    pid_t p = pidfile_read(path);
+    if (p > 0 && p != getpid() && (kill(p, 0) == 0 || errno == EPERM)) {
+        fprintf(stderr, "gateway: pid file %s names a running process (pid %ld); "
+                "is another gateway running?\n", path, (long)p);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *pidfile_written;
+
+static void pidfile_remove(void)
+{
+    if (pidfile_written && pidfile_read(pidfile_written) == getpid())
+        unlink(pidfile_written);
+}
+
+static int pidfile_write(const char *path)
+{
+    char tmp[4200], buf[32];
+    if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp)) {
+        fprintf(stderr, "gateway: pid file path too long: %s\n", path);
+        return -1;
+    }
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        fprintf(stderr, "gateway: cannot write pid file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (fchmod(fd, 0644) < 0 || write(fd, buf, (size_t)n) != n || close(fd) < 0 ||
+        rename(tmp, path) < 0) {
+        fprintf(stderr, "gateway: cannot write pid file %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    pidfile_written = path;
+    atexit(pidfile_remove);
+    return 0;
+}
+
 static int probe_app(const char *path, const char *symbol, char *err, size_t errlen)
 {
     int p[2];
@@ -162,11 +287,18 @@ int main(int argc, char **argv)
     sigaddset(&stops, SIGHUP);
     sigaddset(&stops, SIGTTIN);
     sigaddset(&stops, SIGTTOU);
+    sigaddset(&stops, SIGUSR1);
     sigprocmask(SIG_BLOCK, &stops, NULL);
 
+    saved_argc = argc;
+    saved_argv = argv;
     int rc = gw_config_parse(&gw.cfg, argc, argv);
     if (rc > 0) return 0;
     if (rc < 0) return 2;
+    if (gw.cfg.print_config) {
+        gw_config_print(stdout, &gw.cfg);
+        if (!gw.cfg.check_config) return fflush(stdout) == 0 ? 0 : 1;
+    }
     gw_log_set_level((gw_log_level_t)gw.cfg.log_level);
     gw_log_set_role("master");
 
@@ -179,6 +311,28 @@ int main(int argc, char **argv)
         fprintf(stderr, "gateway: app is not a regular file: %s\n", gw.cfg.app_path);
         return 1;
     }
+    if (gw.cfg.pidfile && pidfile_check(gw.cfg.pidfile) < 0) return 1;
+    if (gw.cfg.check_config) {
+        /* nothing bound, nothing loaded, nothing forked */
+        printf("config OK\n");
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
+    if (gw.cfg.umask >= 0) umask((mode_t)gw.cfg.umask);
+    if (gw.cfg.error_logfile) {
+        int lrc = gw_log_open(gw.cfg.error_logfile);
+        if (lrc < 0) {
+            fprintf(stderr, "gateway: cannot open error log %s: %s\n", gw.cfg.error_logfile,
+                    strerror(-lrc));
+            return 1;
+        }
+    }
+    if (gw.cfg.access_logfile) {
+        char aerr[256];
+        if (gw_access_open(gw.cfg.access_logfile, gw.cfg.access_logformat, aerr, sizeof(aerr)) < 0) {
+            fprintf(stderr, "gateway: %s\n", aerr);
+            return 1;
+        }
+    }
 
     if (!gw.cfg.preload) {
         char err[600];
@@ -190,6 +344,10 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     if (gw_listeners_open(&gw.cfg, &gw.listeners, &gw.nlisteners) < 0) return 1;
+    if (gw.cfg.pidfile && pidfile_write(gw.cfg.pidfile) < 0) {
+        gw_listeners_close(gw.listeners, gw.nlisteners);
+        return 1;
+    }
     if (gw_ctl_start() < 0) {
         gw_listeners_close(gw.listeners, gw.nlisteners);
         return 1;
@@ -231,6 +389,8 @@ int main(int argc, char **argv)
     ev_signal_start(gw.loop, &sig_ttou);
     ev_signal_init(&sig_hup, on_hup, SIGHUP);
     ev_signal_start(gw.loop, &sig_hup);
+    ev_signal_init(&sig_usr1, on_usr1, SIGUSR1);
+    ev_signal_start(gw.loop, &sig_usr1);
     gw.started_at = ev_now(gw.loop);
     sigprocmask(SIG_UNBLOCK, &stops, NULL);   /* a pending one is delivered now */
     ev_prepare_init(&prepare, on_prepare);
@@ -238,6 +398,7 @@ int main(int argc, char **argv)
     ev_init(&stop_timer, on_stop_timer);
 
     gw_front_start();
+    gw_log_activate();   /* from here on the error log goes to --error-logfile */
     if (gw_supervisor_start() < 0) {
         gw_front_stop_accepting();
         gw_ctl_stop();

@@ -302,6 +302,12 @@ static void worker_channel_close(gw_worker_t *w)
 
 /* ---- process lifecycle ---- */
 
+static void child_on_usr1(int sig)
+{
+    (void)sig;
+    gw_log_reopen_later();
+}
+
 static void child_main(gw_worker_t *w, int fd)
 {
     static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1,
@@ -310,6 +316,12 @@ static void child_main(gw_worker_t *w, int fd)
     sigemptyset(&none);
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         signal(sigs[i], SIG_DFL);
+    /* USR1 from the master: reopen the log on the next line. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = child_on_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
     sigprocmask(SIG_SETMASK, &none, NULL);
 
     /* The channel becomes fd 3; every other inherited descriptor (listeners,
@@ -661,6 +673,12 @@ void gw_worker_retire(gw_worker_t *w, const char *why)
     ev_timer_stop(gw.loop, &w->timer);
     ev_timer_set(&w->timer, gw.cfg.graceful_timeout + 1.0, 0.);
     ev_timer_start(gw.loop, &w->timer);
+}
+
+void gw_supervisor_signal_all(int sig)
+{
+    for (unsigned i = 0; i < gw.nworkers; i++)
+        if (gw.workers[i].pid > 0) kill(gw.workers[i].pid, sig);
 }
 
 void gw_supervisor_stop(int graceful)

@@ -107,3 +107,34 @@ def test_hup_with_preload_and_scaled_workers(gateway):
     assert not load.failed, load.failed[:5]
     wait_until(lambda: len(gw.worker_pids()) == 2, 10, what="back to 2 workers")
     assert gw.log_text().count("app loaded") == 1, "preload: the app is loaded once"
+
+
+def test_hup_rereads_config_file(gateway, tmp_dir):
+    """HUP reads the -c file again: a new worker count and a new
+    --max-requests apply to the new generation; a broken file keeps the
+    running settings (one error line) and still replaces nothing badly."""
+    conf = os.path.join(tmp_dir, "gw.conf")
+    with open(conf, "w") as f:
+        f.write("workers = 2\n")
+    gw = gateway("hello", "-c", conf)
+    wait_until(lambda: len(gw.worker_pids()) == 2, 5, what="2 workers from the file")
+    with open(conf, "w") as f:
+        f.write("workers = 3\nmax-requests = 2\n")
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_until(lambda: len(gw.worker_pids()) == 3, 8, what="3 workers after HUP")
+    gw.wait_log(r"reload: generation 2, 3 workers")
+    pids = [worker_pid(gw.get("/")) for _ in range(9)]
+    assert gw.wait_log(r"retiring: max-requests reached"), pids
+    with open(conf, "w") as f:
+        f.write("workers = many\n")
+    gw.allow_log(r"invalid value 'many' for workers", r"reload: configuration not valid")
+    os.kill(gw.pid, signal.SIGHUP)
+    before = set(gw.worker_pids())
+    gw.wait_log(r"reload: configuration not valid; keeping the current settings")
+    time.sleep(0.3)
+    assert set(gw.worker_pids()) == before, "a broken config must not replace workers"
+    assert gw.get("/").status == 200
+    with open(conf, "w") as f:          # back to 2, as it started
+        f.write("workers = 2\n")
+    os.kill(gw.pid, signal.SIGHUP)
+    wait_until(lambda: len(gw.worker_pids()) == 2, 8, what="2 workers again")
