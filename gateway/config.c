@@ -120,6 +120,13 @@ static const opt_t options[] = {
     { "error-logfile", 0, "FILE", OPT_STRING, OFF(error_logfile), NULL, 0, 0,
       "Write the error log (master and workers) to FILE instead of stderr. "
       "USR1 reopens it (and the access log) after rotation." },
+    { "metrics-bind", 0, "ADDR", OPT_STRING, OFF(metrics_bind), NULL, 0, 0,
+      "Serve Prometheus metrics (GET /metrics) on ADDR (HOST:PORT or unix:/path), "
+      "answered by the master. Also available as `gatewayctl metrics`." },
+    { "hooks", 0, "PATH[:SYMBOL]", OPT_STRING, OFF(hooks), NULL, 0, 0,
+      "Load a library in the master whose entry point registers master-side hooks "
+      "(on_starting, when_ready, pre_fork, ...). With --preload the app's own "
+      "registrations are used as well." },
     { "pid", 0, "FILE", OPT_STRING, OFF(pidfile), NULL, 0, 0,
       "Write the master's pid to FILE once the listeners are bound, and remove it on "
       "exit. Refuses to start if FILE names a running process." },

@@ -52,6 +52,8 @@ typedef struct {
     const char       *access_logfile;   /* NULL: no access log; "-": stdout */
     const char       *access_logformat; /* NULL: GW_ACCESS_DEFAULT_FORMAT */
     const char       *error_logfile;    /* NULL or "-": stderr */
+    const char       *metrics_bind;     /* Prometheus endpoint address (NULL: off) */
+    const char       *hooks;            /* master-side hooks library PATH[:symbol] (NULL: none) */
     int               umask;            /* --umask MODE; -1: leave inherited */
     int               check_config;     /* --check-config: check, print "config OK", exit */
     int               print_config;     /* --print-config: print settings, exit */

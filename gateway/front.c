@@ -34,6 +34,7 @@
 #include "access.h"
 #include "gateway.h"
 #include "log.h"
+#include "metrics.h"
 
 #define IN_INIT        (16 * 1024)
 #define OUT_LOW_WATER  (64 * 1024)      /* return response credit below this */
@@ -106,6 +107,8 @@ struct gw_req_s {
     gw_http1_body_t    body_kind;
     uint64_t           body_left;   /* Content-Length bytes not yet forwarded */
     gw_http1_chunked_t chunked;
+    ev_tstamp          started;     /* head parsed (for metrics) */
+    int                status;      /* response status from the worker */
     uint32_t           req_window;  /* body bytes we may still send */
     uint64_t           resp_unacked;/* response data taken, not yet credited */
     uint64_t           resp_left;   /* declared response length left, if known */
@@ -456,6 +459,7 @@ static void req_timed_out(gw_conn_t *c)
     r->conn = NULL;
     if (r->worker) req_detach_worker(r, 1, "timeout");
     if (r->alog) alog_write(r, c, 504);
+    gw_metrics_observe(504, ev_now(gw.loop) - r->started);
     req_free(r);
     write_simple(c, 504, "the application did not answer in time", NULL, keep);
     conn_schedule_flush(c);
@@ -756,6 +760,7 @@ static void req_start(gw_conn_t *c, const gw_http1_request_t *h, size_t hl)
     c->req = r;
     c->state = CONN_REQUEST;
     c->nreq++;
+    r->started = ev_now(gw.loop);
     gw.requests++;
     if (gw_access_enabled()) alog_capture_request(r, c, h);
 
@@ -1094,6 +1099,7 @@ static void req_complete(gw_req_t *r)
     if (!c) { req_free(r); return; }
     c->req = NULL;
     if (r->alog) alog_write(r, c, 0);
+    gw_metrics_observe(r->status, ev_now(gw.loop) - r->started);
     int keep = r->keepalive && !gw.stopping;
     if (keep && !r->body_done) {
         c->discarding = 1;
@@ -1184,6 +1190,7 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
     gw_conn_t *c = r->conn;
     int end = (m->frame.flags & GWP_F_END) != 0;
     r->resp_started = 1;
+    r->status = (int)resp->status;
     if (r->alog) alog_capture_response(r, resp);
     if (!c) {
         if (end) req_complete(r);
@@ -1344,6 +1351,7 @@ void gw_front_worker_lost(gw_worker_t *w)
         c->req = NULL;
         int keep = r->body_done && r->keepalive && !gw.stopping;
         if (r->alog) alog_write(r, c, 502);
+        gw_metrics_observe(502, ev_now(gw.loop) - r->started);
         req_free(r);
         gw_log(GW_LOG_INFO, "#%llu %s: 502: worker %d died with the request in flight",
                (unsigned long long)c->id, c->peer, w->slot);

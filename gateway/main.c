@@ -23,6 +23,8 @@
 #include "access.h"
 #include "gateway.h"
 #include "gwl_int.h"
+#include "hooks.h"
+#include "metrics.h"
 #include "log.h"
 
 static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou, sig_hup, sig_usr1;
@@ -129,7 +131,10 @@ static void master_step(void)
 {
     if (want_reload && !gw.stopping && !gw.want_stop) {
         want_reload = 0;
-        if (reload_config() == 0) gw_supervisor_reload(gw.cfg.workers);
+        if (reload_config() == 0) {
+            gw_hooks_run(GW_HOOK_ON_RELOAD, -1, 0, 0, 0);
+            gw_supervisor_reload(gw.cfg.workers);
+        }
     }
     if (gw.want_stop > gw.stopping) {
         int first = gw.stopping == 0;
@@ -343,12 +348,19 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    if (gw_hooks_load() < 0) return 1;
+    gw_hooks_run(GW_HOOK_ON_STARTING, -1, 0, 0, 0);
     if (gw_listeners_open(&gw.cfg, &gw.listeners, &gw.nlisteners) < 0) return 1;
     if (gw.cfg.pidfile && pidfile_write(gw.cfg.pidfile) < 0) {
         gw_listeners_close(gw.listeners, gw.nlisteners);
         return 1;
     }
     if (gw_ctl_start() < 0) {
+        gw_listeners_close(gw.listeners, gw.nlisteners);
+        return 1;
+    }
+    if (gw_metrics_start() < 0) {
+        gw_ctl_stop();
         gw_listeners_close(gw.listeners, gw.nlisteners);
         return 1;
     }
@@ -415,7 +427,9 @@ int main(int argc, char **argv)
             int s;
             while (waitpid(gw.workers[i].pid, &s, 0) < 0 && errno == EINTR) {}
         }
+    gw_metrics_stop();
     gw_ctl_stop();
+    gw_hooks_run(GW_HOOK_ON_EXIT, -1, 0, gw.exit_code, 0);
     gw_info("stopped");
     return gw.exit_code;
 }

@@ -22,6 +22,7 @@
 
 #include "gateway.h"
 #include "gwl_int.h"
+#include "hooks.h"
 #include "log.h"
 
 #define CHAN_READ_INIT   (256 * 1024)
@@ -117,6 +118,7 @@ static void announce_ready_if_all(void)
         if (gw.workers[i].wanted && gw.workers[i].state != GW_WORKER_READY) return;
     gw.announced_ready = 1;
     gw_info("ready: %u workers serving on %s", gw.target_workers, gw.bind_list);
+    gw_hooks_run(GW_HOOK_WHEN_READY, -1, 0, gw.target_workers, 0);
 }
 
 /* Slots in use end at the highest one wanted or still holding a process. */
@@ -336,6 +338,7 @@ static void child_main(gw_worker_t *w, int fd)
     char role[32];
     snprintf(role, sizeof(role), "worker %d", w->slot);
     gw_log_set_role(role);
+    gw_hooks_run(GW_HOOK_POST_FORK, w->slot, (long)getpid(), 0, 0);
     snprintf(role, sizeof(role), "gw-worker-%d", w->slot);   /* shown by ps -o comm, top */
     prctl(PR_SET_NAME, role, 0, 0, 0);
     gwl__worker_opts_t o = { .slot = w->slot, .app_path = gw.cfg.app_path,
@@ -359,6 +362,7 @@ static void worker_spawn(gw_worker_t *w)
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz));
     setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
 
+    gw_hooks_run(GW_HOOK_PRE_FORK, w->slot, 0, 0, 0);
     pid_t pid = fork();
     if (pid < 0) {
         gw_error("worker %d: fork: %s; retrying", w->slot, strerror(errno));
@@ -480,6 +484,8 @@ static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents)
                      w->last_status);
     }
 
+    gw_hooks_run(GW_HOOK_WORKER_EXIT, w->slot, (long)pid, w->last_status, 0);
+    gw_hooks_run(GW_HOOK_CHILD_EXIT, w->slot, (long)pid, w->last_status, 0);
     if (gw.stopping) {
         if (gw_supervisor_all_exited()) ev_break(loop, EVBREAK_ALL);
         return;
@@ -616,6 +622,7 @@ unsigned gw_supervisor_scale(unsigned n)
     if (n == old || gw.stopping) return gw.target_workers;
     gw.target_workers = n;
     gw_info("workers: %u -> %u", old, n);
+    gw_hooks_run(GW_HOOK_NWORKERS_CHANGED, -1, 0, (long)n, (long)old);
     while (wanted_count() < n && slot_add() == 0) {}
     /* fewer: let the highest wanted slots go, gracefully */
     for (unsigned i = gw.nworkers; i-- > 0 && wanted_count() > n;) {
