@@ -34,8 +34,12 @@ struct gw_listener_s {
 /* Bind every cfg->binds[i]. On failure prints one "gateway: ..." line,
  * closes what was opened, returns -1. */
 int  gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n);
-/* Close the sockets and unlink unix socket files. */
+/* Close the sockets and unlink unix socket files (unless kept). */
 void gw_listeners_close(gw_listener_t *l, size_t n);
+/* Use listening fds inherited from an upgrading master or systemd. */
+int  gw_listeners_adopt(const int *fds, size_t nfds, gw_listener_t **out, size_t *n);
+/* 1: closing listeners leaves unix socket files (a new master uses them). */
+void gw_listeners_keep_files(int keep);
 
 /* ---- workers ---- */
 

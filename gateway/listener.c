@@ -22,6 +22,10 @@
 
 #define UNIX_MODE 0660
 
+/* After a binary upgrade the new master owns the unix socket files. */
+static int keep_socket_files;
+void gw_listeners_keep_files(int keep) { keep_socket_files = keep; }
+
 static void addr_format(const struct sockaddr *sa, char *out, size_t n)
 {
     char host[INET6_ADDRSTRLEN] = "?";
@@ -161,6 +165,49 @@ bad:
     return -1;
 }
 
+/*
+ * Adopt already-listening sockets instead of binding: fds handed over by
+ * the previous master on USR2 (GATEWAY_LISTEN_FDS="3,4") or by systemd
+ * socket activation (LISTEN_FDS=N, LISTEN_PID=ours: fds 3..3+N-1). Each must
+ * be a listening stream socket; its address is read back from the kernel.
+ */
+int gw_listeners_adopt(const int *fds, size_t nfds, gw_listener_t **out, size_t *n)
+{
+    gw_listener_t *ls = calloc(nfds ? nfds : 1, sizeof(*ls));
+    if (!ls) { fprintf(stderr, "gateway: out of memory\n"); return -1; }
+    for (size_t i = 0; i < nfds; i++) {
+        gw_listener_t *l = &ls[i];
+        int fd = fds[i], listening = 0, type = 0;
+        socklen_t sl = sizeof(listening);
+        l->fd = -1;
+        if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &sl) < 0 || !listening ||
+            (sl = sizeof(type), getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) < 0) ||
+            type != SOCK_STREAM) {
+            fprintf(stderr, "gateway: inherited fd %d is not a listening stream socket\n", fd);
+            gw_listeners_close(ls, i);
+            return -1;
+        }
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        struct sockaddr_storage ss;
+        sl = sizeof(ss);
+        getsockname(fd, (struct sockaddr *)&ss, &sl);
+        l->fd = fd;
+        if (ss.ss_family == AF_UNIX) {
+            const struct sockaddr_un *sun = (const void *)&ss;
+            l->is_unix = 1;
+            l->unix_path = strdup(sun->sun_path);
+            snprintf(l->addr, sizeof(l->addr), "unix:%.120s", sun->sun_path);
+        } else {
+            addr_format((struct sockaddr *)&ss, l->addr, sizeof(l->addr));
+        }
+        snprintf(l->name, sizeof(l->name), "%s", l->addr);
+    }
+    *out = ls;
+    *n = nfds;
+    return 0;
+}
+
 int gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n)
 {
     gw_listener_t *ls = calloc(cfg->nbinds, sizeof(*ls));
@@ -193,7 +240,7 @@ void gw_listeners_close(gw_listener_t *ls, size_t n)
         if (l->fd >= 0) close(l->fd);
         l->fd = -1;
         if (l->unix_path) {
-            unlink(l->unix_path);
+            if (!keep_socket_files) unlink(l->unix_path);
             free(l->unix_path);
             l->unix_path = NULL;
         }

@@ -27,7 +27,11 @@
 #include "metrics.h"
 #include "log.h"
 
-static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou, sig_hup, sig_usr1;
+static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou, sig_hup, sig_usr1, sig_usr2;
+static ev_child upgrade_child;
+static int want_upgrade;
+static char *pidfile_old;       /* PIDFILE.oldbin while an upgrade runs */
+static const char *pidfile_written;   /* tentative: defined with the pidfile code */
 static int want_reload;
 static int saved_argc;
 static char **saved_argv;
@@ -102,6 +106,82 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
     want_reload = 1;
 }
 
+/* USR2: binary upgrade (acted on in master_step). */
+static void on_usr2(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    want_upgrade = 1;
+}
+
+static void upgrade_on_exit(struct ev_loop *loop, ev_child *c, int revents);
+
+/*
+ * USR2: start a new master from the current executable with the same
+ * arguments, handing it the listening sockets (GATEWAY_LISTEN_FDS). Both
+ * masters accept from the same kernel queues; `kill -TERM <old master>`
+ * then completes the swap (this master drains and exits; the sockets stay
+ * open in the new one). The control and metrics sockets are released first
+ * so the new master can bind them; the pidfile becomes PIDFILE.oldbin.
+ */
+static void upgrade_start(void)
+{
+    if (ev_is_active(&upgrade_child)) {
+        gw_warn("upgrade: a new master (pid %d) is already running", upgrade_child.pid);
+        return;
+    }
+    char fds[256] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < gw.nlisteners; i++) {
+        int n = snprintf(fds + off, sizeof(fds) - off, "%s%d", i ? "," : "", gw.listeners[i].fd);
+        if (n > 0) off += (size_t)n;
+    }
+    gw_ctl_stop();
+    gw_metrics_stop();
+    if (gw.cfg.pidfile) {
+        size_t n = strlen(gw.cfg.pidfile) + 8;
+        pidfile_old = malloc(n);
+        if (pidfile_old) {
+            snprintf(pidfile_old, n, "%s.oldbin", gw.cfg.pidfile);
+            if (rename(gw.cfg.pidfile, pidfile_old) == 0) pidfile_written = pidfile_old;
+        }
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        for (size_t i = 0; i < gw.nlisteners; i++)
+            fcntl(gw.listeners[i].fd, F_SETFD, 0);   /* survive exec */
+        setenv("GATEWAY_LISTEN_FDS", fds, 1);
+        execv("/proc/self/exe", saved_argv);
+        fprintf(stderr, "gateway: upgrade: exec: %s\n", strerror(errno));
+        _exit(127);
+    }
+    if (pid < 0) {
+        gw_error("upgrade: fork: %s", strerror(errno));
+        upgrade_on_exit(gw.loop, NULL, 0);
+        return;
+    }
+    gw_info("upgrade: started a new master (pid %d) with listeners %s; "
+            "send TERM to this master (pid %d) to complete the swap", (int)pid, fds, (int)getpid());
+    ev_child_set(&upgrade_child, pid, 0);
+    ev_child_start(gw.loop, &upgrade_child);
+}
+
+/* The new master exited (or never started): take the sockets back. */
+static void upgrade_on_exit(struct ev_loop *loop, ev_child *c, int revents)
+{
+    if (c) {
+        ev_child_stop(loop, c);
+        gw_warn("upgrade: the new master (pid %d) exited with status %d", c->rpid,
+                WIFEXITED(c->rstatus) ? WEXITSTATUS(c->rstatus) : 128 + WTERMSIG(c->rstatus));
+    }
+    if (gw.stopping) return;   /* we are handing over: nothing to take back */
+    if (pidfile_old && gw.cfg.pidfile && rename(pidfile_old, gw.cfg.pidfile) == 0)
+        pidfile_written = gw.cfg.pidfile;
+    if (gw_ctl_start() < 0) gw_error("upgrade: cannot bind the control socket again");
+    if (gw_metrics_start() < 0) gw_error("upgrade: cannot bind the metrics socket again");
+}
+
 /* USR1: reopen the error and access logs here and in every worker. */
 static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -129,6 +209,10 @@ static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
 /* Act on intents, in order: stop requests, then the stop's progress. */
 static void master_step(void)
 {
+    if (want_upgrade && !gw.stopping && !gw.want_stop) {
+        want_upgrade = 0;
+        upgrade_start();
+    }
     if (want_reload && !gw.stopping && !gw.want_stop) {
         want_reload = 0;
         if (reload_config() == 0) {
@@ -141,6 +225,11 @@ static void master_step(void)
         gw.stopping = gw.want_stop;
         if (first)
             gw_info("%s stop requested", gw.stopping == 1 ? "graceful" : "quick");
+        if (ev_is_active(&upgrade_child)) {
+            /* the new master serves on these sockets now: leave their files */
+            gw_listeners_keep_files(1);
+            gw_info("upgrade: handing over to the new master (pid %d)", upgrade_child.pid);
+        }
         gw_front_stop_accepting();
         gw_front_close_idle();
         ev_timer_stop(gw.loop, &stop_timer);
@@ -280,6 +369,43 @@ static int probe_app(const char *path, const char *symbol, char *err, size_t err
     return -1;
 }
 
+/*
+ * Listeners: inherited from an upgrading master (GATEWAY_LISTEN_FDS) or
+ * from systemd (LISTEN_FDS with LISTEN_PID = us), else bound from --bind.
+ */
+static int adopt_listeners(void)
+{
+    int fds[GW_MAX_BINDS];
+    size_t n = 0;
+    const char *up = getenv("GATEWAY_LISTEN_FDS");
+    const char *sd = getenv("LISTEN_FDS"), *sdpid = getenv("LISTEN_PID");
+    if (up && *up) {
+        for (const char *p = up; *p && n < GW_MAX_BINDS;) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || v < 3) break;
+            fds[n++] = (int)v;
+            p = *end == ',' ? end + 1 : end;
+        }
+        unsetenv("GATEWAY_LISTEN_FDS");
+        gw_info("upgrade: adopting %zu listening sockets from the previous master", n);
+    } else if (sd && sdpid && atol(sdpid) == (long)getpid()) {
+        long k = atol(sd);
+        for (long i = 0; i < k && n < GW_MAX_BINDS; i++) fds[n++] = 3 + (int)i;
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDNAMES");
+        gw_info("systemd: adopting %zu listening sockets", n);
+    } else {
+        return gw_listeners_open(&gw.cfg, &gw.listeners, &gw.nlisteners);
+    }
+    if (n == 0) {
+        fprintf(stderr, "gateway: no usable inherited listening sockets\n");
+        return -1;
+    }
+    return gw_listeners_adopt(fds, n, &gw.listeners, &gw.nlisteners);
+}
+
 int main(int argc, char **argv)
 {
     /* Until the loop's signal watchers exist, a stop signal stays pending
@@ -293,6 +419,7 @@ int main(int argc, char **argv)
     sigaddset(&stops, SIGTTIN);
     sigaddset(&stops, SIGTTOU);
     sigaddset(&stops, SIGUSR1);
+    sigaddset(&stops, SIGUSR2);
     sigprocmask(SIG_BLOCK, &stops, NULL);
 
     saved_argc = argc;
@@ -350,7 +477,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (gw_hooks_load() < 0) return 1;
     gw_hooks_run(GW_HOOK_ON_STARTING, -1, 0, 0, 0);
-    if (gw_listeners_open(&gw.cfg, &gw.listeners, &gw.nlisteners) < 0) return 1;
+    if (adopt_listeners() < 0) return 1;
     if (gw.cfg.pidfile && pidfile_write(gw.cfg.pidfile) < 0) {
         gw_listeners_close(gw.listeners, gw.nlisteners);
         return 1;
@@ -403,6 +530,9 @@ int main(int argc, char **argv)
     ev_signal_start(gw.loop, &sig_hup);
     ev_signal_init(&sig_usr1, on_usr1, SIGUSR1);
     ev_signal_start(gw.loop, &sig_usr1);
+    ev_signal_init(&sig_usr2, on_usr2, SIGUSR2);
+    ev_signal_start(gw.loop, &sig_usr2);
+    ev_child_init(&upgrade_child, upgrade_on_exit, 0, 0);
     gw.started_at = ev_now(gw.loop);
     sigprocmask(SIG_UNBLOCK, &stops, NULL);   /* a pending one is delivered now */
     ev_prepare_init(&prepare, on_prepare);
