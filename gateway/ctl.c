@@ -42,6 +42,7 @@
 
 #include "gateway.h"
 #include "log.h"
+#include "metrics.h"
 
 #define CTL_MAX_CLIENTS    32
 #define CTL_REQ_MAX        1024
@@ -434,6 +435,20 @@ static int cmd_config(ctl_buf_t *b, int argc, char **argv)
     return 0;
 }
 
+static int cmd_metrics(ctl_buf_t *b, int argc, char **argv)
+{
+    if (argc != 1) return ctl_error(b, "usage: %s", argv[0]);
+    char *text = NULL;
+    size_t len = gw_metrics_render(&text);
+    if (!len) {
+        free(text);
+        return ctl_error(b, "cannot render metrics");
+    }
+    out(b, "%.*s", (int)len, text);
+    free(text);
+    return 0;
+}
+
 /* The one command table: `help` and gatewayctl --help list it. */
 static const ctl_cmd_t ctl_cmds[] = {
     { "status",  "[--json]",  "version, uptime, listeners, totals and one row per worker "
@@ -445,6 +460,8 @@ static const ctl_cmd_t ctl_cmds[] = {
     { "undrain", "",          "end a drain", cmd_drain },
     { "stop",    "[--quick]", "graceful stop (in-flight requests finish), or quick", cmd_stop },
     { "config",  "[--json]",  "the effective settings", cmd_config },
+    { "metrics", "",          "Prometheus text exposition (as served by --metrics-bind)",
+      cmd_metrics },
     { "help",    "",          "list the commands", cmd_help },
 };
 #define NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))

@@ -41,6 +41,7 @@ static const struct { const char *syn, *help; } commands[] = {
     { "undrain",          "end a drain" },
     { "stop [--quick]",   "graceful stop (in-flight requests finish), or quick" },
     { "config [--json]",  "the effective settings" },
+    { "metrics",          "Prometheus text exposition (as served by --metrics-bind)" },
     { "help",             "the command list, from the running gateway" },
 };
 

@@ -254,7 +254,7 @@ def test_help_version_and_server_help(gateway):
     rc, out, err = ctl(gw.ctl_path, "help")
     assert rc == 0
     names = [ln.split()[0] for ln in out.splitlines() if ln.strip()]
-    assert names == ["status", "scale", "drain", "undrain", "stop", "config", "help"], out
+    assert names == ["status", "scale", "drain", "undrain", "stop", "config", "metrics", "help"], out
 
 
 def test_config(gateway):
