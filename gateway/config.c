@@ -127,6 +127,14 @@ static const opt_t options[] = {
       "Load a library in the master whose entry point registers master-side hooks "
       "(on_starting, when_ready, pre_fork, ...). With --preload the app's own "
       "registrations are used as well." },
+    { "reuse-port", 0, NULL, OPT_FLAG, OFF(reuse_port), NULL, 0, 0,
+      "Set SO_REUSEPORT on TCP listeners, so several gateways can bind one port "
+      "and the kernel spreads connections between them." },
+    { "user", 'u', "USER", OPT_STRING, OFF(user), NULL, 0, 0,
+      "Run workers as USER (name or uid). The master keeps its privileges to bind, "
+      "upgrade and supervise." },
+    { "group", 'g', "GROUP", OPT_STRING, OFF(group), NULL, 0, 0,
+      "Run workers with GROUP (name or gid); default USER's primary group." },
     { "pid", 0, "FILE", OPT_STRING, OFF(pidfile), NULL, 0, 0,
       "Write the master's pid to FILE once the listeners are bound, and remove it on "
       "exit. Refuses to start if FILE names a running process." },

@@ -54,6 +54,9 @@ typedef struct {
     const char       *error_logfile;    /* NULL or "-": stderr */
     const char       *metrics_bind;     /* Prometheus endpoint address (NULL: off) */
     const char       *hooks;            /* master-side hooks library PATH[:symbol] (NULL: none) */
+    int               reuse_port;       /* SO_REUSEPORT on TCP listeners */
+    const char       *user;             /* workers switch to this user (NULL: stay) */
+    const char       *group;            /* ... and group (default: the user's) */
     int               umask;            /* --umask MODE; -1: leave inherited */
     int               check_config;     /* --check-config: check, print "config OK", exit */
     int               print_config;     /* --print-config: print settings, exit */

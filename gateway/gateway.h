@@ -182,6 +182,8 @@ typedef struct {
     unsigned        target_workers;   /* slots that should be running */
     unsigned        generation;       /* bumped by each reload */
     ev_tstamp       started_at;
+    uid_t           worker_uid;       /* --user resolved; (uid_t)-1: unchanged */
+    gid_t           worker_gid;
     /* counters */
     uint64_t        accepted, requests, responses_4xx, responses_5xx, rejected_503, timeouts;
 } gw_master_t;

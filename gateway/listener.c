@@ -24,6 +24,7 @@
 
 /* After a binary upgrade the new master owns the unix socket files. */
 static int keep_socket_files;
+static int gw_reuse_port;   /* cfg->reuse_port for the bind in progress */
 void gw_listeners_keep_files(int keep) { keep_socket_files = keep; }
 
 static void addr_format(const struct sockaddr *sa, char *out, size_t n)
@@ -137,6 +138,7 @@ static int open_inet(gw_listener_t *l, const char *spec, int backlog)
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (gw_reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (res->ai_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
@@ -210,6 +212,7 @@ int gw_listeners_adopt(const int *fds, size_t nfds, gw_listener_t **out, size_t 
 
 int gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n)
 {
+    gw_reuse_port = cfg->reuse_port;
     gw_listener_t *ls = calloc(cfg->nbinds, sizeof(*ls));
     if (!ls) {
         fprintf(stderr, "gateway: out of memory\n");

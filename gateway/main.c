@@ -12,6 +12,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -369,6 +371,44 @@ static int probe_app(const char *path, const char *symbol, char *err, size_t err
     return -1;
 }
 
+/* --user/--group: names or numbers, checked before anything starts. */
+static int resolve_user(void)
+{
+    gw.worker_uid = (uid_t)-1;
+    gw.worker_gid = (gid_t)-1;
+    if (gw.cfg.user) {
+        char *end;
+        long v = strtol(gw.cfg.user, &end, 10);
+        struct passwd *pw = (*end || end == gw.cfg.user) ? getpwnam(gw.cfg.user) : getpwuid((uid_t)v);
+        if (!pw && (*end || end == gw.cfg.user)) {
+            fprintf(stderr, "gateway: --user: no such user '%s'\n", gw.cfg.user);
+            return -1;
+        }
+        gw.worker_uid = pw ? pw->pw_uid : (uid_t)v;
+        gw.worker_gid = pw ? pw->pw_gid : (gid_t)v;
+    }
+    if (gw.cfg.group) {
+        char *end;
+        long v = strtol(gw.cfg.group, &end, 10);
+        if (*end || end == gw.cfg.group) {
+            struct group *gr = getgrnam(gw.cfg.group);
+            if (!gr) {
+                fprintf(stderr, "gateway: --group: no such group '%s'\n", gw.cfg.group);
+                return -1;
+            }
+            gw.worker_gid = gr->gr_gid;
+        } else {
+            gw.worker_gid = (gid_t)v;
+        }
+    }
+    if ((gw.worker_uid != (uid_t)-1 || gw.worker_gid != (gid_t)-1) && geteuid() != 0 &&
+        gw.worker_uid != geteuid()) {
+        fprintf(stderr, "gateway: --user/--group need the master to run as root\n");
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * Listeners: inherited from an upgrading master (GATEWAY_LISTEN_FDS) or
  * from systemd (LISTEN_FDS with LISTEN_PID = us), else bound from --bind.
@@ -450,6 +490,7 @@ int main(int argc, char **argv)
         return fflush(stdout) == 0 ? 0 : 1;
     }
     if (gw.cfg.umask >= 0) umask((mode_t)gw.cfg.umask);
+    if (resolve_user() < 0) return 1;
     if (gw.cfg.error_logfile) {
         int lrc = gw_log_open(gw.cfg.error_logfile);
         if (lrc < 0) {
@@ -498,6 +539,7 @@ int main(int argc, char **argv)
         if (!app || gwl__app_load(app, gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
             fprintf(stderr, "gateway: %s\n", app ? err : "out of memory");
             gwl__app_destroy(app);
+            gw_metrics_stop();
             gw_ctl_stop();
             gw_listeners_close(gw.listeners, gw.nlisteners);
             return 1;
@@ -508,6 +550,7 @@ int main(int argc, char **argv)
     gw.loop = ev_default_loop(EVFLAG_AUTO);
     if (!gw.loop) {
         fprintf(stderr, "gateway: cannot create the event loop\n");
+        gw_metrics_stop();
         gw_ctl_stop();
         gw_listeners_close(gw.listeners, gw.nlisteners);
         return 1;
@@ -543,6 +586,7 @@ int main(int argc, char **argv)
     gw_log_activate();   /* from here on the error log goes to --error-logfile */
     if (gw_supervisor_start() < 0) {
         gw_front_stop_accepting();
+        gw_metrics_stop();
         gw_ctl_stop();
         return 1;
     }

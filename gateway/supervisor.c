@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -339,6 +340,20 @@ static void child_main(gw_worker_t *w, int fd)
     snprintf(role, sizeof(role), "worker %d", w->slot);
     gw_log_set_role(role);
     gw_hooks_run(GW_HOOK_POST_FORK, w->slot, (long)getpid(), 0, 0);
+    /* --user/--group: the worker gives up the master's privileges before
+     * any app code runs here. */
+    if (gw.worker_gid != (gid_t)-1 && getegid() != gw.worker_gid) {
+        if (setgroups(1, &gw.worker_gid) < 0 || setgid(gw.worker_gid) < 0) {
+            gw_error("cannot switch to group %d: %s", (int)gw.worker_gid, strerror(errno));
+            _exit(GWL_EXIT_BOOT);
+        }
+    }
+    if (gw.worker_uid != (uid_t)-1 && geteuid() != gw.worker_uid) {
+        if (setuid(gw.worker_uid) < 0) {
+            gw_error("cannot switch to user %d: %s", (int)gw.worker_uid, strerror(errno));
+            _exit(GWL_EXIT_BOOT);
+        }
+    }
     snprintf(role, sizeof(role), "gw-worker-%d", w->slot);   /* shown by ps -o comm, top */
     prctl(PR_SET_NAME, role, 0, 0, 0);
     gwl__worker_opts_t o = { .slot = w->slot, .app_path = gw.cfg.app_path,

@@ -183,3 +183,47 @@ def _inflight_conns(gw):
             if parts[1].endswith(":" + port) and parts[3] == "01":
                 out.append(parts[1])
     return out
+
+
+def _ids(pid):
+    uid = gid = None
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])
+            elif line.startswith("Gid:"):
+                gid = int(line.split()[1])
+    return uid, gid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_user_group_switch_workers_only(gateway):
+    import pwd
+    import grp
+    nobody = pwd.getpwnam("nobody")
+    nogroup = grp.getgrgid(nobody.pw_gid)
+    gw = gateway("hello", "--user", "nobody", "--group", nogroup.gr_name, workers=2)
+    for pid in gw.wait_workers(2):
+        assert _ids(pid) == (nobody.pw_uid, nobody.pw_gid), pid
+    assert _ids(gw.pid) == (0, 0), "the master keeps its privileges"
+    assert gw.get("/").status == 200
+
+
+def test_user_unknown_is_a_one_line_error(tmp_dir):
+    import subprocess
+    from gwharness import GATEWAY, EXAMPLES
+    p = subprocess.run([GATEWAY, "-b", "127.0.0.1:0", "--user", "no-such-user-xyz",
+                        os.path.join(EXAMPLES, "hello.so")], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines() == ["gateway: --user: no such user 'no-such-user-xyz'"]
+
+
+def test_reuse_port_two_gateways_one_port(gateway):
+    a = gateway("hello", "--reuse-port", workers=1)
+    b = gateway("hello", "--reuse-port", bind="127.0.0.1:%d" % a.port, workers=1)
+    pa, pb = a.wait_workers(1)[0], b.wait_workers(1)[0]
+    seen = set()
+    for _ in range(40):
+        seen.add(worker_pid(a.get("/")))
+    assert seen <= {pa, pb} and len(seen) == 2, "the kernel spread connections over both: %s" % seen
