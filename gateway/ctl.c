@@ -343,6 +343,19 @@ static int cmd_drain(ctl_buf_t *b, int argc, char **argv)
     return 0;
 }
 
+/* reload / reopen-logs / upgrade: the same intents as HUP, USR1, USR2. */
+static int cmd_intent(ctl_buf_t *b, int argc, char **argv)
+{
+    if (argc != 1) return ctl_error(b, "usage: %s", argv[0]);
+    if (gw.stopping || gw.want_stop) return ctl_error(b, "the gateway is stopping");
+    if (strcmp(argv[0], "reload") == 0) gw.want_reload = 1;
+    else if (strcmp(argv[0], "reopen-logs") == 0) gw.want_reopen = 1;
+    else gw.want_upgrade = 1;
+    gw_info("control: %s requested", argv[0]);
+    out(b, "ok: %s requested\n", argv[0]);
+    return 0;
+}
+
 static int cmd_stop(ctl_buf_t *b, int argc, char **argv)
 {
     int quick;
@@ -456,7 +469,14 @@ static const ctl_cmd_t ctl_cmds[] = {
                               "age, restarts, tasks, loop)", cmd_status },
     { "scale",   "N|+K|-K",   "set the number of workers (new ones spawn; extra ones finish "
                               "their requests and exit)", cmd_scale },
-    { "drain",   "",          "stop routing new requests to workers; health answers 503", cmd_drain },
+    { "reload",  "",          "like HUP: re-read the configuration, start new workers, drain "
+                              "the old ones", cmd_intent },
+    { "reopen-logs", "",      "like USR1: reopen the error and access logs", cmd_intent },
+    { "upgrade", "",          "like USR2: start a new master from the current executable "
+                              "with the listening sockets", cmd_intent },
+    { "drain",   "",          "health answers 503 and responses close their connections, so "
+                              "balancers move traffic away (requests that arrive are served)",
+                              cmd_drain },
     { "undrain", "",          "end a drain", cmd_drain },
     { "stop",    "[--quick]", "graceful stop (in-flight requests finish), or quick", cmd_stop },
     { "config",  "[--json]",  "the effective settings", cmd_config },

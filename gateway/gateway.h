@@ -173,6 +173,9 @@ typedef struct {
     void           *app;              /* gwl_app_t * when preloaded */
     int             stopping;         /* 0, 1 graceful, 2 quick: acted on */
     int             want_stop;        /* same scale: asked for (signals, fatal) */
+    int             want_reload;      /* HUP or gatewayctl reload */
+    int             want_reopen;      /* USR1 or gatewayctl reopen-logs */
+    int             want_upgrade;     /* USR2 or gatewayctl upgrade */
     int             exit_code;
     int             announced_ready;  /* "ready:" line printed */
     char            bind_list[512];   /* for the ready line */

@@ -31,10 +31,8 @@
 
 static ev_signal sig_term, sig_int, sig_quit, sig_ttin, sig_ttou, sig_hup, sig_usr1, sig_usr2;
 static ev_child upgrade_child;
-static int want_upgrade;
 static char *pidfile_old;       /* PIDFILE.oldbin while an upgrade runs */
 static const char *pidfile_written;   /* tentative: defined with the pidfile code */
-static int want_reload;
 static int saved_argc;
 static char **saved_argv;
 
@@ -105,13 +103,13 @@ static void on_scale_signal(struct ev_loop *loop, ev_signal *w, int revents)
 /* HUP: reload (acted on in master_step). */
 static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    want_reload = 1;
+    gw.want_reload = 1;
 }
 
 /* USR2: binary upgrade (acted on in master_step). */
 static void on_usr2(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    want_upgrade = 1;
+    gw.want_upgrade = 1;
 }
 
 static void upgrade_on_exit(struct ev_loop *loop, ev_child *c, int revents);
@@ -187,6 +185,11 @@ static void upgrade_on_exit(struct ev_loop *loop, ev_child *c, int revents)
 /* USR1: reopen the error and access logs here and in every worker. */
 static void on_usr1(struct ev_loop *loop, ev_signal *w, int revents)
 {
+    gw.want_reopen = 1;
+}
+
+static void reopen_logs(void)
+{
     int rc = gw_log_reopen();
     int rc2 = gw_access_reopen();
     if (rc < 0 || rc2 < 0)
@@ -211,12 +214,16 @@ static void on_stop_timer(struct ev_loop *loop, ev_timer *t, int revents)
 /* Act on intents, in order: stop requests, then the stop's progress. */
 static void master_step(void)
 {
-    if (want_upgrade && !gw.stopping && !gw.want_stop) {
-        want_upgrade = 0;
+    if (gw.want_reopen) {
+        gw.want_reopen = 0;
+        reopen_logs();
+    }
+    if (gw.want_upgrade && !gw.stopping && !gw.want_stop) {
+        gw.want_upgrade = 0;
         upgrade_start();
     }
-    if (want_reload && !gw.stopping && !gw.want_stop) {
-        want_reload = 0;
+    if (gw.want_reload && !gw.stopping && !gw.want_stop) {
+        gw.want_reload = 0;
         if (reload_config() == 0) {
             gw_hooks_run(GW_HOOK_ON_RELOAD, -1, 0, 0, 0);
             gw_supervisor_reload(gw.cfg.workers);

@@ -37,7 +37,10 @@ static const struct { const char *syn, *help; } commands[] = {
                           "CPU time, age, restarts, background tasks, loop" },
     { "scale N|+K|-K",    "set the number of workers (new ones spawn; extra ones\n"
                           "finish their requests and exit)" },
-    { "drain",            "stop routing new requests to workers; health answers 503" },
+    { "reload",           "like HUP: re-read the configuration, new workers, drain old ones" },
+    { "reopen-logs",      "like USR1: reopen the error and access logs" },
+    { "upgrade",          "like USR2: start a new master with the listening sockets" },
+    { "drain",            "health answers 503, responses close connections (traffic moves away)" },
     { "undrain",          "end a drain" },
     { "stop [--quick]",   "graceful stop (in-flight requests finish), or quick" },
     { "config [--json]",  "the effective settings" },

@@ -254,7 +254,8 @@ def test_help_version_and_server_help(gateway):
     rc, out, err = ctl(gw.ctl_path, "help")
     assert rc == 0
     names = [ln.split()[0] for ln in out.splitlines() if ln.strip()]
-    assert names == ["status", "scale", "drain", "undrain", "stop", "config", "metrics", "help"], out
+    assert names == ["status", "scale", "reload", "reopen-logs", "upgrade", "drain", "undrain",
+                     "stop", "config", "metrics", "help"], out
 
 
 def test_config(gateway):
@@ -308,3 +309,22 @@ def test_many_clients_and_slow_ones(gateway):
     finally:
         for s in idle:
             s.close()
+
+
+def test_ctl_reload_and_reopen_logs(gateway, tmp_dir):
+    """gatewayctl reload = HUP (new generation, old workers drained) and
+    reopen-logs = USR1, answered while the gateway serves."""
+    import subprocess
+    from gwharness import GATEWAY
+    ctl = os.path.join(os.path.dirname(GATEWAY), "gatewayctl")
+    gw = gateway("hello", workers=2)
+    before = set(gw.wait_workers(2))
+    r = subprocess.run([ctl, "-s", gw.ctl_path, "reload"], capture_output=True, text=True, timeout=5)
+    assert r.returncode == 0 and r.stdout.startswith("ok: reload"), r
+    wait_until(lambda: len(gw.worker_pids()) == 2 and not set(gw.worker_pids()) & before, 10,
+               what="a new generation")
+    r = subprocess.run([ctl, "-s", gw.ctl_path, "reopen-logs"], capture_output=True, text=True,
+                       timeout=5)
+    assert r.returncode == 0, r
+    gw.wait_log(r"logs reopened")
+    assert gw.get("/").status == 200
