@@ -36,7 +36,20 @@ typedef struct {
     unsigned    cap;
 } gwl_hooks_t;
 
+/* Lifecycle hooks (gwl_on_hook), one growable list per kind. */
+typedef struct {
+    gwl_hook_fn fn;
+    void       *data;
+} gwl_lc_hook_t;
+
+typedef struct {
+    gwl_lc_hook_t *v;
+    unsigned       n;
+    unsigned       cap;
+} gwl_lc_hooks_t;
+
 struct gwl_app_s {
+    gwl_lc_hooks_t lc[GWL_HOOK_COUNT];
     gwl_request_cb on_request;
     void          *on_request_data;
     gwl_hooks_t    startup;
@@ -61,6 +74,7 @@ void gwl__app_destroy(gwl_app_t *app)
     if (app == NULL) return;
     free(app->startup.v);
     free(app->shutdown.v);
+    for (int k = 0; k < GWL_HOOK_COUNT; k++) free(app->lc[k].v);
     /* app->dl stays open: code from it may still be referenced. */
     free(app);
 }
@@ -198,4 +212,74 @@ int gwl__app_run_hooks(gwl_app_t *app, int startup, char *err, size_t errlen)
         gw_warn("shutdown hook #%u of %u returned %d", i + 1, h->n, rc);
     }
     return GWL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* lifecycle hooks */
+
+static const char *const hook_names[GWL_HOOK_COUNT] = {
+    [GWL_HOOK_ON_STARTING]      = "on_starting",
+    [GWL_HOOK_WHEN_READY]       = "when_ready",
+    [GWL_HOOK_PRE_FORK]         = "pre_fork",
+    [GWL_HOOK_POST_FORK]        = "post_fork",
+    [GWL_HOOK_POST_WORKER_INIT] = "post_worker_init",
+    [GWL_HOOK_WORKER_INT]       = "worker_int",
+    [GWL_HOOK_WORKER_ABORT]     = "worker_abort",
+    [GWL_HOOK_WORKER_EXIT]      = "worker_exit",
+    [GWL_HOOK_CHILD_EXIT]       = "child_exit",
+    [GWL_HOOK_NWORKERS_CHANGED] = "nworkers_changed",
+    [GWL_HOOK_ON_RELOAD]        = "on_reload",
+    [GWL_HOOK_ON_EXIT]          = "on_exit",
+    [GWL_HOOK_PRE_REQUEST]      = "pre_request",
+    [GWL_HOOK_POST_REQUEST]     = "post_request",
+};
+
+const char *gwl_hook_name(gwl_hook_kind_t kind)
+{
+    if ((int)kind < 0 || kind >= GWL_HOOK_COUNT) return "?";
+    return hook_names[kind];
+}
+
+int gwl_on_hook(gwl_app_t *app, gwl_hook_kind_t kind, gwl_hook_fn fn, void *data)
+{
+    if (app == NULL || fn == NULL || (int)kind < 0 || kind >= GWL_HOOK_COUNT) {
+        gw_error("gwl_on_hook(%d): bad arguments", (int)kind);
+        return GWL_ERROR;
+    }
+    gwl_lc_hooks_t *h = &app->lc[kind];
+    if (h->n == h->cap) {
+        unsigned cap = h->cap ? h->cap * 2 : 2;
+        gwl_lc_hook_t *v = realloc(h->v, cap * sizeof(*v));
+        if (v == NULL) {
+            gw_error("cannot register a %s hook: out of memory", hook_names[kind]);
+            return GWL_ERROR;
+        }
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n].fn = fn;
+    h->v[h->n].data = data;
+    h->n++;
+    return GWL_OK;
+}
+
+static gwl_app_t *hooks_extra;   /* the --hooks library's registry */
+
+void gwl__hooks_set_extra(gwl_app_t *extra)
+{
+    hooks_extra = extra;
+}
+
+static void lc_run(const gwl_app_t *app, const gwl_hook_info_t *info)
+{
+    if (app == NULL) return;
+    const gwl_lc_hooks_t *h = &app->lc[info->kind];
+    for (unsigned i = 0; i < h->n; i++) h->v[i].fn(info, h->v[i].data);
+}
+
+void gwl__hooks_run(const gwl_app_t *app, const gwl_hook_info_t *info)
+{
+    if (info == NULL || (int)info->kind < 0 || info->kind >= GWL_HOOK_COUNT) return;
+    lc_run(hooks_extra, info);
+    if (app != hooks_extra) lc_run(app, info);
 }

@@ -81,6 +81,82 @@ int gwl_on_shutdown(gwl_app_t *app, gwl_hook_cb cb, void *data);
 /* Size of the worker's offload thread pool (default 4, 1..256). */
 int gwl_set_threads(gwl_app_t *app, unsigned n);
 
+/* ---- lifecycle hooks (Gunicorn's server hooks) ----
+ *
+ * gwl_on_hook() registers fn for one moment; any number per kind, run in
+ * registration order. Registries that run them: the app's (its entry point;
+ * with --preload that ran in the master, so master hooks work too) and the
+ * --hooks PATH[:SYMBOL] library's (entry point "gateway_hooks", same
+ * signature as gateway_app, loaded in the master; workers inherit it by
+ * fork, so its worker-side hooks run as well). The --hooks registry's hooks
+ * run first. Without --preload the app is loaded only in workers, so only its
+ * worker-side hooks can run.
+ *
+ *  kind                 process  when                              slot pid     arg        arg2
+ *  ON_STARTING          master   before binding (see note)           -1  0       0          0
+ *  WHEN_READY           master   all initial workers READY           -1  0       workers    0
+ *  PRE_FORK             master   just before a worker's fork         n   0       0          0
+ *  POST_FORK            worker   in the child right after fork       n   getpid  0          0
+ *  POST_WORKER_INIT     worker   after startup hooks, before READY   n   getpid  0          0
+ *  WORKER_INT           worker   SIGINT (worker keeps running) or    n   getpid  signo      0
+ *                                SIGQUIT (before the quick exit); loop thread
+ *  WORKER_ABORT         worker   SIGABRT (the master's WORKER        n   getpid  SIGABRT    0
+ *                                TIMEOUT), run INSIDE the signal handler:
+ *                                async-signal-safe calls only (write, no
+ *                                malloc/stdio/gwl_*); then the process dies by
+ *                                SIGABRT with the default action
+ *  WORKER_EXIT          worker   on its way out, after shutdown      n   getpid  exit code  0
+ *                                hooks (in the worker)
+ *                       master   a worker process was reaped         n   wpid    status     0
+ *                                (status: exit code, or 128+signal)
+ *  CHILD_EXIT           master   same moment as master WORKER_EXIT   n   wpid    status     0
+ *  NWORKERS_CHANGED     master   target worker count changed         -1  0       new        old
+ *  ON_RELOAD            master   HUP accepted                        -1  0       0          0
+ *  ON_EXIT              master   just before the master exits        -1  0       exit code  0
+ *  PRE_REQUEST          worker   before the request handler call     n   getpid  0          0
+ *  POST_REQUEST         worker   when the app finishes the response  n   getpid  status     0
+ *                                (gwl_respond / gwl_resp_finish), req still valid
+ *
+ * Note: with --preload the app is loaded after ON_STARTING has run, so only
+ * a --hooks library can observe ON_STARTING.
+ * Hooks return nothing and cannot veto; they run on the process's loop
+ * thread (WORKER_ABORT: in a signal handler). info is valid during the call.
+ */
+typedef enum {
+    GWL_HOOK_ON_STARTING = 0,
+    GWL_HOOK_WHEN_READY,
+    GWL_HOOK_PRE_FORK,
+    GWL_HOOK_POST_FORK,
+    GWL_HOOK_POST_WORKER_INIT,
+    GWL_HOOK_WORKER_INT,
+    GWL_HOOK_WORKER_ABORT,
+    GWL_HOOK_WORKER_EXIT,
+    GWL_HOOK_CHILD_EXIT,
+    GWL_HOOK_NWORKERS_CHANGED,
+    GWL_HOOK_ON_RELOAD,
+    GWL_HOOK_ON_EXIT,
+    GWL_HOOK_PRE_REQUEST,
+    GWL_HOOK_POST_REQUEST,
+    GWL_HOOK_COUNT
+} gwl_hook_kind_t;
+
+typedef struct {
+    gwl_hook_kind_t kind;
+    int             slot;   /* worker slot, -1 for master-wide moments */
+    long            pid;    /* see the table: the worker's pid, or 0 */
+    long            arg;    /* status / count / signal, see the table */
+    long            arg2;   /* NWORKERS_CHANGED: the old count */
+    gwl_req_t      *req;    /* PRE_REQUEST / POST_REQUEST, else NULL */
+} gwl_hook_info_t;
+
+typedef void (*gwl_hook_fn)(const gwl_hook_info_t *info, void *data);
+
+/* Register fn for kind (from an entry point, before any fork). */
+int gwl_on_hook(gwl_app_t *app, gwl_hook_kind_t kind, gwl_hook_fn fn, void *data);
+/* Lower-case Gunicorn name ("post_worker_init"), "?" if out of range.
+ * Async-signal-safe. */
+const char *gwl_hook_name(gwl_hook_kind_t kind);
+
 /* ---- the worker ---- */
 
 /* The worker's own libev loop, created after fork; NULL in the master. */

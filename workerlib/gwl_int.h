@@ -45,4 +45,14 @@ int gwl__app_load(gwl_app_t *app, const char *path, const char *symbol,
  */
 int gwl__worker_main(gwl_app_t *app, int chan_fd, const gwl__worker_opts_t *opts);
 
+/*
+ * Lifecycle hooks. The extra registry is the --hooks library's (set by the
+ * master before forking, so workers inherit it); gwl__hooks_run() runs its
+ * hooks for info->kind, then app's (either may be NULL), in registration
+ * order. Only walks arrays: safe from a signal handler once registration is
+ * over.
+ */
+void gwl__hooks_set_extra(gwl_app_t *extra);
+void gwl__hooks_run(const gwl_app_t *app, const gwl_hook_info_t *info);
+
 #endif /* GWL_INT_H */

@@ -153,7 +153,7 @@ typedef struct {
     uint8_t         ready_sent;
     uint8_t         graceful;       /* exit through drain: run shutdown hooks */
     int             exit_code;
-    volatile sig_atomic_t sig_term, sig_quit;
+    volatile sig_atomic_t sig_term, sig_quit, sig_int;
 
     ev_io           rio, wio;
     ev_prepare      prep;
@@ -643,6 +643,15 @@ static void begin_drain(uint32_t timeout_ms, const char *why)
     }
 }
 
+/* Run the lifecycle hooks of kind in this worker (the --hooks registry's,
+ * then the app's). */
+static void run_hook(gwl_hook_kind_t kind, gwl_req_t *req, long arg)
+{
+    gwl_hook_info_t info = { .kind = kind, .slot = W.slot, .pid = (long)getpid(),
+                             .arg = arg, .arg2 = 0, .req = req };
+    gwl__hooks_run(W.app, &info);
+}
+
 static void exit_now(int code)
 {
     W.phase = GWL_W_EXIT;
@@ -766,6 +775,8 @@ static void on_hello(const gwp_hello_t *h)
         return;
     }
 
+    run_hook(GWL_HOOK_POST_WORKER_INIT, NULL, 0);
+
     gwp_ready_t ready = {
         .version = GWP_VERSION,
         .pid = getpid(),
@@ -810,6 +821,7 @@ static void on_request(uint32_t s, uint16_t flags, const gwp_request_t *m)
     W.nreq++;
     W.active++;
     r->in_cb++;
+    run_hook(GWL_HOOK_PRE_REQUEST, r, 0);
     W.on_request(r, W.on_request_data);
     r->in_cb--;
     req_maybe_free(r);
@@ -995,13 +1007,24 @@ static void loop_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 static void worker_on_signal(int signo)
 {
     if (signo == SIGTERM) W.sig_term = 1;
+    else if (signo == SIGINT) W.sig_int = 1;
     else W.sig_quit = 1;
     ev_async_send(W.loop, &W.sig);
 }
 
 static void loop_on_signal(struct ev_loop *loop, ev_async *w, int revents)
 {
+    if (W.sig_int) {
+        /* Ctrl-C hits the whole group: the master decides; only the
+         * worker_int hooks run here. */
+        W.sig_int = 0;
+        run_hook(GWL_HOOK_WORKER_INT, NULL, SIGINT);
+    }
     if (W.sig_quit) {
+        if (W.sig_quit == 1) {
+            W.sig_quit = 2;
+            run_hook(GWL_HOOK_WORKER_INT, NULL, SIGQUIT);
+        }
         gw_info("quit now (SIGQUIT)");
         exit_now(GWL_EXIT_OK);
         return;
@@ -1015,18 +1038,36 @@ static void loop_on_signal(struct ev_loop *loop, ev_async *w, int revents)
 /* libev's ev_signal keeps process-global state that the master's default
  * loop owns in the copy we were forked from; a plain handler plus ev_async
  * avoids depending on it. */
+/* SIGABRT (the master's WORKER TIMEOUT, or abort()): the loop may be stuck,
+ * so the worker_abort hooks run right here, in the handler (they must be
+ * async-signal-safe); then the default action ends the process with SIGABRT
+ * (SA_RESETHAND restored it; the re-raised signal is delivered on return). */
+static void worker_on_abort(int signo)
+{
+    int saved = errno;
+    run_hook(GWL_HOOK_WORKER_ABORT, NULL, signo);
+    signal(SIGABRT, SIG_DFL);
+    raise(SIGABRT);
+    errno = saved;
+}
+
 static void signals_init(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = SIG_IGN;
-    sigaction(SIGINT, &sa, NULL);    /* Ctrl-C hits the group; the master decides */
     sigaction(SIGPIPE, &sa, NULL);
     sa.sa_handler = worker_on_signal;
     sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
+    /* Ctrl-C hits the group; the master decides. The worker keeps running
+     * and only its worker_int hooks see it. */
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = worker_on_abort;
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGABRT, &sa, NULL);
 }
 
 static void signals_done(void)
@@ -1037,6 +1078,9 @@ static void signals_done(void)
     sa.sa_handler = SIG_DFL;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
+    sigaction(SIGABRT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGINT, &sa, NULL);
 }
 
 static const char *backend_name(unsigned b)
@@ -1130,6 +1174,7 @@ int gwl__worker_main(gwl_app_t *app, int chan_fd, const gwl__worker_opts_t *opts
         gwl__app_run_hooks(W.app, 0, err, sizeof(err));
         gw_info("exiting: %" PRIu64 " requests served", W.served);
     }
+    run_hook(GWL_HOOK_WORKER_EXIT, NULL, code);
     /* No flush_dirty() here: the drain ended right after one, and an
      * immediate quit runs no more app code. Graceful, boot and protocol exits make sure their last frames
      * (responses, ERROR) reach the master; an immediate quit tries once. */
@@ -1272,6 +1317,7 @@ static void req_finish(gwl_req_t *r)
     r->state = GWL_RS_DONE;
     W.active--;
     W.served++;
+    run_hook(GWL_HOOK_POST_REQUEST, r, r->status);
     if (r->cancelled) req_maybe_free(r);
     else req_mark(r);
 }
@@ -1407,6 +1453,7 @@ int gwl_respond(gwl_req_t *req, int status, const char *content_type,
         req->state = GWL_RS_DONE;
         W.active--;
         W.served++;
+        run_hook(GWL_HOOK_POST_REQUEST, req, req->status);
         req_maybe_free(req);
         return GWL_OK;
     }
