@@ -522,6 +522,16 @@ int main(int argc, char **argv)
         }
     }
 
+    if (gw.cfg.preload) {   /* before on_starting and binding, as Gunicorn does */
+        char err[512];
+        gwl_app_t *app = gwl__app_create();
+        if (!app || gwl__app_load(app, gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
+            fprintf(stderr, "gateway: %s\n", app ? err : "out of memory");
+            gwl__app_destroy(app);
+            return 1;
+        }
+        gw.app = app;
+    }
     signal(SIGPIPE, SIG_IGN);
     if (gw_hooks_load() < 0) return 1;
     gw_hooks_run(GW_HOOK_ON_STARTING, -1, 0, 0, 0);
@@ -540,19 +550,6 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    if (gw.cfg.preload) {
-        char err[512];
-        gwl_app_t *app = gwl__app_create();
-        if (!app || gwl__app_load(app, gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
-            fprintf(stderr, "gateway: %s\n", app ? err : "out of memory");
-            gwl__app_destroy(app);
-            gw_metrics_stop();
-            gw_ctl_stop();
-            gw_listeners_close(gw.listeners, gw.nlisteners);
-            return 1;
-        }
-        gw.app = app;
-    }
 
     gw.loop = ev_default_loop(EVFLAG_AUTO);
     if (!gw.loop) {
