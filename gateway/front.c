@@ -1418,6 +1418,9 @@ static void listener_on_accept(struct ev_loop *loop, ev_io *io, int revents)
         nconns++;
         gw.accepted++;
         conn_update_io(c);
+        /* Stopping: this one came from the backlog; take what it already
+         * sent now, so it is answered rather than closed as idle. */
+        if (gw.stopping) conn_on_readable(loop, &c->rio, EV_READ);
     }
 }
 
@@ -1439,6 +1442,16 @@ int gw_front_start(void)
 void gw_front_stop_accepting(void)
 {
     if (!gw.listeners) return;
+    /* Graceful: connections already in the kernel's accept queues are
+     * accepted and, if they sent a request, served (Connection: close);
+     * closing the listener instead would reset them. */
+    if (gw.stopping == 1)
+        for (size_t i = 0; i < gw.nlisteners; i++)
+            for (int k = 0; k < 64; k++) {
+                unsigned before = nconns;
+                listener_on_accept(gw.loop, &gw.listeners[i].io, EV_READ);
+                if (nconns == before) break;
+            }
     for (size_t i = 0; i < gw.nlisteners; i++)
         ev_io_stop(gw.loop, &gw.listeners[i].io);
     gw_listeners_close(gw.listeners, gw.nlisteners);
@@ -1451,8 +1464,14 @@ void gw_front_close_idle(void)
     gw_conn_t *c = conns, *next;
     for (; c; c = next) {
         next = c->next;
-        if (c->state == CONN_IDLE || (c->state == CONN_HEAD && c->in_len == c->in_pos) ||
-            (gw.stopping == 2))
+        if (gw.stopping == 2) { conn_close(c); continue; }
+        if (c->state != CONN_IDLE && !(c->state == CONN_HEAD && c->in_len == c->in_pos))
+            continue;
+        /* A request may be waiting unread in the socket: take it first, so
+         * it is answered (with Connection: close) instead of dropped. */
+        conn_on_readable(gw.loop, &c->rio, EV_READ);
+        if (!c->closed && (c->state == CONN_IDLE ||
+                           (c->state == CONN_HEAD && c->in_len == c->in_pos)))
             conn_close(c);
     }
 }

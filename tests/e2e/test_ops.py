@@ -227,3 +227,25 @@ def test_reuse_port_two_gateways_one_port(gateway):
     for _ in range(40):
         seen.add(worker_pid(a.get("/")))
     assert seen <= {pa, pb} and len(seen) == 2, "the kernel spread connections over both: %s" % seen
+
+
+def test_term_answers_the_accept_backlog(gateway):
+    """Connections waiting in the kernel's accept queue when TERM arrives
+    are accepted and answered, not reset."""
+    gw = gateway("hello", workers=1)
+    os.kill(gw.pid, signal.SIGSTOP)            # the master accepts nothing now
+    conns = []
+    try:
+        for _ in range(10):
+            c = gw.connect(timeout=10)
+            c.send(build_request("GET", "/"))
+            conns.append(c)
+        os.kill(gw.pid, signal.SIGTERM)
+    finally:
+        os.kill(gw.pid, signal.SIGCONT)
+    for c in conns:
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"Hello, World!", r
+        c.close()
+    wait_until(lambda: gw.proc.poll() is not None, 10, what="the master to exit")
+    assert gw.proc.returncode == 0
