@@ -162,3 +162,45 @@ def test_quick_stop(gateway, tmp_dir, sig):
     assert gw.stop(sig=sig) == 0, gw.log_tail()
     assert time.monotonic() - t0 < 1.5, "quick stop waited for the in-flight request"
     assert not os.path.exists(path), "unix socket file left after %s" % sig.name
+
+
+def test_systemd_socket_activation(tmp_dir):
+    """LISTEN_FDS/LISTEN_PID (systemd socket activation): the gateway serves
+    on the socket it was given at fd 3 instead of binding --bind."""
+    import socket as so
+    import subprocess
+    from gwharness import GATEWAY, EXAMPLES, wait_until
+    ls = so.socket(so.AF_INET, so.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    port = ls.getsockname()[1]
+    log = os.path.join(tmp_dir, "sd.log")
+    # the shell's pid becomes the gateway's (exec); the socket is moved to
+    # fd 3 in the child before exec (kept by pass_fds)
+    cmd = 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -w 1 --control-socket "$1" "$2"'
+    lfd = ls.fileno()
+    with open(log, "w") as lf:
+        p = subprocess.Popen(["sh", "-c", cmd, GATEWAY, os.path.join(tmp_dir, "c.sock"),
+                              os.path.join(EXAMPLES, "hello.so")],
+                             stdout=lf, stderr=lf, pass_fds=(3,),
+                             preexec_fn=lambda: os.dup2(lfd, 3))
+    ls.close()
+    try:
+        try:
+            wait_until(lambda: "master: ready:" in open(log).read(), 10, what="ready")
+        except AssertionError:
+            raise AssertionError("not ready; log: %r" % open(log).read())
+        assert "systemd: adopting 1 listening sockets" in open(log).read()
+        c = so.create_connection(("127.0.0.1", port), timeout=5)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        c.close()
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"Hello, World!"), data
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
