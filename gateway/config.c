@@ -108,7 +108,7 @@ static const opt_t options[] = {
     { "limit-request-body", 0, "BYTES", OPT_U64, OFF(limits.body), "1073741824", 0, 1e18,
       "Largest request body, declared or chunked; larger answers 413." },
     { "log-level", 0, "LEVEL", OPT_LOGLEVEL, OFF(log_level), "info", 0, 0,
-      "debug, info, warning, error or alert." },
+      "debug, info, warning, error, critical or alert." },
     { "backlog", 0, "N", OPT_INT, OFF(backlog), "2048", 1, 65535,
       "listen(2) backlog of each listening socket." },
     { "access-logfile", 0, "FILE", OPT_STRING, OFF(access_logfile), NULL, 0, 0,

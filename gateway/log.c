@@ -60,7 +60,8 @@ void gw_log_reopen_later(void) { reopen_pending = 1; }
 
 static const char *const level_names[] = {
     [GW_LOG_DEBUG] = "debug", [GW_LOG_INFO] = "info", [GW_LOG_WARN] = "warning",
-    [GW_LOG_ERROR] = "error", [GW_LOG_ALERT] = "alert", [GW_LOG_OFF] = "off",
+    [GW_LOG_ERROR] = "error", [GW_LOG_CRIT] = "critical", [GW_LOG_ALERT] = "alert",
+    [GW_LOG_OFF] = "off",
 };
 
 void gw_log_set_level(gw_log_level_t level) { log_level = level; }
@@ -74,7 +75,6 @@ void gw_log_set_role(const char *role)
 int gw_log_level_parse(const char *name)
 {
     if (strcasecmp(name, "warn") == 0) return GW_LOG_WARN;
-    if (strcasecmp(name, "critical") == 0) return GW_LOG_ALERT;
     for (int i = 0; i <= GW_LOG_OFF; i++)
         if (strcasecmp(name, level_names[i]) == 0) return i;
     return -1;

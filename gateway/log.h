@@ -13,6 +13,7 @@ typedef enum {
     GW_LOG_INFO,
     GW_LOG_WARN,
     GW_LOG_ERROR,
+    GW_LOG_CRIT,       /* a worker is stuck (WORKER TIMEOUT), Gunicorn's "critical" */
     GW_LOG_ALERT,      /* something crashed or was killed: tests fail on it */
     GW_LOG_OFF
 } gw_log_level_t;
@@ -45,6 +46,7 @@ void gw_vlog(gw_log_level_t level, const char *fmt, va_list ap);
 #define gw_info(...)  gw_log(GW_LOG_INFO, __VA_ARGS__)
 #define gw_warn(...)  gw_log(GW_LOG_WARN, __VA_ARGS__)
 #define gw_error(...) gw_log(GW_LOG_ERROR, __VA_ARGS__)
+#define gw_crit(...)  gw_log(GW_LOG_CRIT, __VA_ARGS__)
 #define gw_alert(...) gw_log(GW_LOG_ALERT, __VA_ARGS__)
 
 #endif /* GW_LOG_H */

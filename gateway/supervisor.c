@@ -564,7 +564,7 @@ static void watchdog_on_tick(struct ev_loop *loop, ev_timer *t, int revents)
         if (w->state != GW_WORKER_READY && w->state != GW_WORKER_DRAINING) continue;
         if (now - w->heartbeat_at <= gw.cfg.timeout) continue;
         w->stuck = 1;
-        gw_alert("WORKER TIMEOUT (pid:%d): worker %d sent no heartbeat for %.1f s "
+        gw_crit("WORKER TIMEOUT (pid:%d): worker %d sent no heartbeat for %.1f s "
                  "(--timeout %.0f s); aborting it", (int)w->pid, w->slot,
                  now - w->heartbeat_at, gw.cfg.timeout);
         kill(w->pid, SIGABRT);

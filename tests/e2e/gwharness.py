@@ -27,9 +27,9 @@ STOP_TIMEOUT = 10.0
 IO_TIMEOUT = 5.0
 
 # Log lines that fail a test unless it declares them (allow_log).
-BAD_LINE = re.compile(r"\[(error|alert)\]|ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
+BAD_LINE = re.compile(r"\[(error|critical|alert)\]|ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
                       r"runtime error:|WARNING: ThreadSanitizer|UndefinedBehaviorSanitizer")
-LOG_LINE = re.compile(r"^(\S+) \[(debug|info|warning|error|alert)\] \[(\d+)\] ([^:]+): (.*)$")
+LOG_LINE = re.compile(r"^(\S+) \[(debug|info|warning|error|critical|alert)\] \[(\d+)\] ([^:]+): (.*)$")
 
 
 # ---------------------------------------------------------------- utilities

@@ -167,7 +167,7 @@ def test_hooks_library_with_other_app(gateway, tmp_dir):
         assert first(ev, "worker_exit", pid=w) < first(ev, "child_exit", wpid=w)
 
 
-@pytest.mark.allow_log(r"\[alert\].*WORKER TIMEOUT", r"\[alert\].*signal")
+@pytest.mark.allow_log(r"\[critical\].*WORKER TIMEOUT", r"\[alert\].*signal")
 def test_hooks_worker_abort(gateway, tmp_dir):
     log = os.path.join(tmp_dir, "hooks.log")
     gw = gateway("hooks", "--preload", "--timeout", "1", workers=1,
