@@ -39,6 +39,11 @@
 #define IN_INIT        (16 * 1024)
 #define OUT_LOW_WATER  (64 * 1024)      /* return response credit below this */
 #define LINGER_SECONDS 2.0
+/* On graceful stop an idle keep-alive connection gets this long (at most
+ * --keep-alive) to send its next request, which is then served with
+ * Connection: close; closing it at once races with a client that is
+ * sending, and the request would be lost. */
+#define STOP_IDLE_GRACE 1.0
 #define ACCEPT_BATCH   64
 /* A body the app left unread is read and dropped so the connection can
  * carry the next request (as nginx does), up to this much; beyond it the
@@ -418,7 +423,10 @@ static void conn_update_io(gw_conn_t *c)
     double t = 0;
     int phase = 0;
     switch (c->state) {
-    case CONN_IDLE:    t = gw.cfg.keepalive; break;
+    case CONN_IDLE:
+        t = gw.stopping == 1 && STOP_IDLE_GRACE < gw.cfg.keepalive ? STOP_IDLE_GRACE
+                                                                   : gw.cfg.keepalive;
+        break;
     case CONN_HEAD:    t = gw.cfg.header_timeout; break;
     case CONN_CLOSING: t = gw.cfg.send_timeout; break;
     case CONN_LINGER:  t = c->timer_for > 0 ? c->timer_for : LINGER_SECONDS; break;
@@ -1470,9 +1478,9 @@ void gw_front_close_idle(void)
         /* A request may be waiting unread in the socket: take it first, so
          * it is answered (with Connection: close) instead of dropped. */
         conn_on_readable(gw.loop, &c->rio, EV_READ);
-        if (!c->closed && (c->state == CONN_IDLE ||
-                           (c->state == CONN_HEAD && c->in_len == c->in_pos)))
-            conn_close(c);
+        if (c->closed) continue;
+        if (c->state == CONN_HEAD && c->in_len == c->in_pos) c->state = CONN_IDLE;
+        if (c->state == CONN_IDLE) conn_update_io(c);   /* the short stop grace */
     }
 }
 
@@ -1484,6 +1492,7 @@ unsigned gw_front_queued(void)
 unsigned gw_front_active(void)
 {
     unsigned n = 0;
+    if (gw.stopping == 1) return nconns;   /* idle ones are in their stop grace */
     for (gw_conn_t *c = conns; c; c = c->next)
         if (c->state == CONN_REQUEST || c->state == CONN_CLOSING ||
             (c->state == CONN_HEAD && c->in_len > c->in_pos))

@@ -2,8 +2,9 @@
 USR2 binary upgrade under real concurrent load: a new master starts from the
 current executable with the listening sockets inherited, the pidfile moves
 to PIDFILE.oldbin, `kill -TERM <old master>` completes the swap, and no
-request fails (clients retry only what HTTP lets them: an idempotent request
-on a reused keep-alive connection that closed before any response byte).
+request fails. The clients are strict (no retries): the old master's idle
+keep-alive connections get a short grace to send their next request, which
+it serves with Connection: close, instead of being closed under the client.
 """
 import os
 import signal
@@ -36,7 +37,7 @@ def test_usr2_upgrade_then_term_old_master_loses_nothing(gateway, tmp_dir):
     old = gw.pid
     assert read_pid(pidfile) == old
     old_workers = set(gw.wait_workers(2))
-    load = Load(gw, retry_reused=True).start()
+    load = Load(gw).start()          # strict: no retries allowed
     new = None
     try:
         time.sleep(1.0)
