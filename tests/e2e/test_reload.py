@@ -152,3 +152,28 @@ def test_hup_rereads_config_file(gateway, tmp_dir):
         f.write("workers = 2\n")
     os.kill(gw.pid, signal.SIGHUP)
     wait_until(lambda: len(gw.worker_pids()) == 2, 8, what="2 workers again")
+
+
+def test_hup_with_broken_app_keeps_old_workers_serving(gateway):
+    """A reload whose new workers cannot load the app must not take capacity
+    away: the old generation keeps serving, the new one backs off (no fork
+    loop), and once the app is back the reload completes."""
+    gw = gateway("hello", workers=2)
+    gw.allow_log(r"start-up failed", r"worker \d+ \(pid \d+\): .*hello\.so",
+                 r"exited with status 3")
+    old = set(gw.wait_workers(2))
+    app = gw.args[-1]
+    os.rename(app, app + ".moved")
+    try:
+        os.kill(gw.pid, signal.SIGHUP)
+        gw.wait_log(r"failed before ready \(\d+ in a row\); respawning in", timeout=5)
+        for _ in range(20):
+            r = gw.get("/")
+            assert r.status == 200 and worker_pid(r) in old, r
+        spawned = gw.log_text().count("failed before ready")
+        assert spawned < 12, "fork loop: %d failed starts" % spawned
+    finally:
+        os.rename(app + ".moved", app)
+    wait_until(lambda: len(gw.worker_pids()) == 2 and not set(gw.worker_pids()) & old, 20,
+               what="the reload to complete once the app loads")
+    assert gw.get("/").status == 200
