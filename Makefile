@@ -20,7 +20,9 @@ CHECK_LIBS     ?= $(shell $(PKG_CONFIG) --libs check 2>/dev/null || echo -lcheck
 OPT            ?= -O2
 WARN           := -Wall -Wextra -Wshadow -Wno-unused-parameter
 CFLAGS         ?= $(OPT) -g
-ALL_CFLAGS      = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iproto -Igateway -Iworkerlib $(MSGPACK_CFLAGS)
+# The Python runtime is run from the source tree (workerlib/python/) with Debian's python3.
+ALL_CFLAGS      = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Iproto -Igateway -Iworkerlib $(MSGPACK_CFLAGS) \
+                  -DGW_SOURCE_DIR='"$(CURDIR)"' -DGW_PYTHON='"$(PYTHON)"'
 LIBS            = $(EV_LIBS) $(MSGPACK_LIBS) -ldl -lpthread
 
 # What goes into the gateway binary (workerlib is linked in: a native worker

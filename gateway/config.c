@@ -135,6 +135,10 @@ static const opt_t options[] = {
       "upgrade and supervise." },
     { "group", 'g', "GROUP", OPT_STRING, OFF(group), NULL, 0, 0,
       "Run workers with GROUP (name or gid); default USER's primary group." },
+    { "runtime", 0, "auto|native|python", OPT_STRING, OFF(runtime), "auto", 0, 0,
+      "How workers run the app: native loads a C shared object (APP ends in .so), python "
+      "runs /usr/bin/python3 with APP as module:variable (Gunicorn's syntax). auto picks by "
+      "APP." },
     { "pid", 0, "FILE", OPT_STRING, OFF(pidfile), NULL, 0, 0,
       "Write the master's pid to FILE once the listeners are bound, and remove it on "
       "exit. Refuses to start if FILE names a running process." },
@@ -270,11 +274,17 @@ static int set_app(gw_config_t *cfg, const char *app, const opt_t *o, const laye
         return -1;
     }
     strcpy(cfg->app_buf, app);
+    strcpy(cfg->app_spec, app);
     cfg->app_path = cfg->app_buf;
     cfg->app_symbol = "gateway_app";
     /* "path.so:symbol": split at the last ':' when what follows is an identifier */
     char *colon = strrchr(cfg->app_buf, ':');
-    if (colon && colon[1] && !strchr(colon, '/')) {
+    size_t plen = colon ? (size_t)(colon - cfg->app_buf) : strlen(cfg->app_buf);
+    int native = plen >= 3 && memcmp(cfg->app_buf + plen - 3, ".so", 3) == 0;
+    if (!native && colon) {          /* Python "module:attr" or "module:factory()" */
+        *colon = '\0';
+        cfg->app_symbol = colon + 1;
+    } else if (colon && colon[1] && !strchr(colon, '/')) {
         *colon = '\0';
         cfg->app_symbol = colon + 1;
         for (const char *p = cfg->app_symbol; *p; p++)

@@ -64,6 +64,8 @@ typedef struct {
     const char       *app_path;
     const char       *app_symbol;
     char              app_buf[4096];    /* storage for APP split */
+    char              app_spec[4096];   /* APP as given (Python: module:attr) */
+    const char       *runtime;          /* --runtime auto|native|python */
 } gw_config_t;
 
 /*

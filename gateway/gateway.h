@@ -185,6 +185,7 @@ typedef struct {
     unsigned        target_workers;   /* slots that should be running */
     unsigned        generation;       /* bumped by each reload */
     ev_tstamp       started_at;
+    int             python;           /* workers exec the Python runtime */
     uid_t           worker_uid;       /* --user resolved; (uid_t)-1: unchanged */
     gid_t           worker_gid;
     /* counters */

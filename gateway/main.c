@@ -378,6 +378,72 @@ static int probe_app(const char *path, const char *symbol, char *err, size_t err
     return -1;
 }
 
+/* --runtime: auto picks native for APP ending in .so, else Python. */
+static int pick_runtime(void)
+{
+    const char *rt = gw.cfg.runtime ? gw.cfg.runtime : "auto";
+    if (strcmp(rt, "python") == 0) gw.python = 1;
+    else if (strcmp(rt, "native") == 0) gw.python = 0;
+    else if (strcmp(rt, "auto") == 0) {
+        const char *spec = gw.cfg.app_spec, *colon = strrchr(spec, ':');
+        size_t plen = colon ? (size_t)(colon - spec) : strlen(spec);
+        gw.python = !(plen >= 3 && memcmp(spec + plen - 3, ".so", 3) == 0);
+    } else {
+        fprintf(stderr, "gateway: invalid value '%s' for --runtime (auto, native or python)\n", rt);
+        return -1;
+    }
+    if (gw.python && gw.cfg.preload) {
+        fprintf(stderr, "gateway: --preload is not supported for Python apps yet\n");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Python apps: import MODULE and look up ATTR in a throwaway interpreter,
+ * so an import error or a missing attribute is one clear line before any
+ * worker is forked (not a respawn loop).
+ */
+static int probe_python(char *err, size_t errlen)
+{
+    static const char code[] =
+        "import importlib, os, sys\n"
+        "sys.path.insert(0, os.getcwd())\n"
+        "mod, _, attr = sys.argv[1].partition(':')\n"
+        "attr = (attr or 'application').split('(')[0]\n"
+        "try:\n"
+        "    m = importlib.import_module(mod)\n"
+        "except BaseException as e:\n"
+        "    sys.stderr.write('cannot import %s: %s: %s' % (mod, type(e).__name__, e)); sys.exit(1)\n"
+        "if not hasattr(m, attr):\n"
+        "    sys.stderr.write('module %s has no attribute %r' % (mod, attr)); sys.exit(1)\n";
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) return 0;
+    pid_t pid = fork();
+    if (pid < 0) { close(p[0]); close(p[1]); return 0; }
+    if (pid == 0) {
+        dup2(p[1], STDERR_FILENO);
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) dup2(devnull, STDOUT_FILENO);
+        execl(GW_PYTHON, GW_PYTHON, "-c", code, gw.cfg.app_spec, (char *)NULL);
+        fprintf(stderr, "cannot run %s: %s", GW_PYTHON, strerror(errno));
+        _exit(1);
+    }
+    close(p[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < errlen && (r = read(p[0], err + n, errlen - 1 - n)) != 0) {
+        if (r < 0) { if (errno == EINTR) continue; break; }
+        n += (size_t)r;
+    }
+    err[n] = '\0';
+    for (char *q = err; *q; q++) if (*q == '\n') *q = ' ';
+    close(p[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
 /* --user/--group: names or numbers, checked before anything starts. */
 static int resolve_user(void)
 {
@@ -481,12 +547,15 @@ int main(int argc, char **argv)
     gw_log_set_level((gw_log_level_t)gw.cfg.log_level);
     gw_log_set_role("master");
 
+    if (pick_runtime() < 0) return 2;
     struct stat st;
-    if (stat(gw.cfg.app_path, &st) < 0) {
+    if (gw.python) {
+        /* checked by the import probe below */
+    } else if (stat(gw.cfg.app_path, &st) < 0) {
         fprintf(stderr, "gateway: app not found: %s: %s\n", gw.cfg.app_path, strerror(errno));
         return 1;
     }
-    if (!S_ISREG(st.st_mode)) {
+    if (!gw.python && !S_ISREG(st.st_mode)) {
         fprintf(stderr, "gateway: app is not a regular file: %s\n", gw.cfg.app_path);
         return 1;
     }
@@ -514,7 +583,13 @@ int main(int argc, char **argv)
         }
     }
 
-    if (!gw.cfg.preload) {
+    if (gw.python) {
+        char err[600];
+        if (probe_python(err, sizeof(err)) < 0) {
+            fprintf(stderr, "gateway: %s\n", err[0] ? err : "cannot load the Python app");
+            return 1;
+        }
+    } else if (!gw.cfg.preload) {
         char err[600];
         if (probe_app(gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
             fprintf(stderr, "gateway: cannot load app: %s\n", err);

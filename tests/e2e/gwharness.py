@@ -73,6 +73,8 @@ def have_ipv6():
 def app_path(app):
     """'hello' -> build/examples/hello.so; 'hello:sym' -> ...hello.so:sym;
     anything containing '/' is used as given."""
+    if app.startswith("py:"):          # a Python app: module:attr, found via PYTHONPATH
+        return app[3:]
     if "/" in app:
         return app
     name, sep, sym = app.partition(":")

@@ -1,0 +1,66 @@
+"""
+The Python runtime, first slice: unmodified raw WSGI apps run in workers that
+exec Debian's /usr/bin/python3 and speak PROTOCOL.md on fd 3.
+"""
+import hashlib
+import os
+import subprocess
+import threading
+
+from gwharness import GATEWAY, build_request, wait_until, worker_pid
+
+APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
+ENV = {"PYTHONPATH": APPS}
+
+
+def test_wsgi_hello_two_workers(gateway):
+    gw = gateway("py:wsgi_app:app", workers=2, env=ENV)
+    pids = set(gw.wait_workers(2))
+    seen = set()
+    for _ in range(8):
+        r = gw.get("/")
+        assert r.status == 200 and r.body == b"Hello, World!", r
+        seen.add(worker_pid(r))
+    assert seen == pids, (seen, pids)
+    assert "runtime python" in gw.log_text()
+
+
+def test_wsgi_environ_and_body(gateway):
+    gw = gateway("py:wsgi_app:app", workers=1, env=ENV)
+    c = gw.connect()
+    body = os.urandom(300 * 1024)      # more than one flow-control window
+    c.send(build_request("POST", "/echo?a=1&b=%C3%A9", headers=[("X-Test", "v1"),
+                                                                ("Content-Type", "app/x")],
+                         body=body))
+    r = c.read_response()
+    assert r.status == 200, r
+    head, _, echoed = r.body.partition(b"\n\n")
+    env = dict(ln.split(": ", 1) for ln in head.decode("latin-1").splitlines())
+    assert env["REQUEST_METHOD"] == "POST" and env["PATH_INFO"] == "/echo", env
+    assert env["QUERY_STRING"] == "a=1&b=%C3%A9" and env["HTTP_X_TEST"] == "v1", env
+    assert env["CONTENT_TYPE"] == "app/x" and env["CONTENT_LENGTH"] == str(len(body)), env
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1" and env["wsgi.url_scheme"] == "http", env
+    assert env["REMOTE_ADDR"] == "127.0.0.1", env
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(body).digest()
+    c.close()
+
+
+def test_wsgi_streaming_and_error_keeps_worker(gateway):
+    gw = gateway("py:wsgi_app:app", workers=1, env=ENV)
+    pid = gw.wait_workers(1)[0]
+    r = gw.get("/stream")
+    assert r.status == 200 and r.body == b"chunk 0\nchunk 1\nchunk 2\n", r
+    assert (r.header("Transfer-Encoding") or "").lower() == "chunked", r.headers
+    r = gw.get("/error")
+    assert r.status == 500, r
+    r = gw.get("/")
+    assert r.status == 200 and worker_pid(r) == pid, "the worker must survive an app error"
+
+
+def test_python_import_errors_are_one_line(tmp_dir):
+    for spec, needle in (("no_such_module_xyz:app", "cannot import no_such_module_xyz"),
+                         ("wsgi_app:nope", "has no attribute 'nope'")):
+        p = subprocess.run([GATEWAY, "-b", "127.0.0.1:0", spec], capture_output=True, text=True,
+                           timeout=20, env=dict(os.environ, **ENV), cwd=tmp_dir)
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert p.returncode != 0 and len(lines) == 1 and needle in lines[0], p.stderr
