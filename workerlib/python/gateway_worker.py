@@ -269,6 +269,17 @@ class Worker(object):
         except Exception:
             pass
 
+    def drain(self):
+        """Read what the master already sent (a QUIT racing SIGTERM, say)
+        so that closing the channel does not reset it on the master's
+        side."""
+        try:
+            self.sock.setblocking(False)
+            while self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def send_heartbeat(self):
         rss = 0
         try:
@@ -393,7 +404,6 @@ class Worker(object):
     def handle(self, st):
         environ = self.environ(st)
         state = {"status": None, "headers": None, "sent": False}
-        wbuf = []
 
         def start_response(status, headers, exc_info=None):
             if exc_info:
@@ -615,6 +625,7 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     code = w.run()
+    w.drain()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
