@@ -545,7 +545,7 @@ struct ctl_client_s {
 
 static struct {
     int           fd;
-    char         *path;            /* owned; unlinked by gw_ctl_stop */
+    gw_listener_t lst;             /* the bound socket (listener.c owns bind/close) */
     ev_io         io;
     ev_timer      pause;           /* accept paused after EMFILE */
     ctl_client_t *clients;
@@ -681,63 +681,11 @@ int gw_ctl_start(void)
 {
     const char *path = gw.cfg.control_socket;
     if (!path || !*path) return 0;            /* none configured */
-    struct sockaddr_un sun;
-    if (strlen(path) >= sizeof(sun.sun_path)) {
-        fprintf(stderr, "gateway: cannot bind control socket %s: path longer than %zu bytes\n",
-                path, sizeof(sun.sun_path) - 1);
-        return -1;
-    }
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    strcpy(sun.sun_path, path);
-
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            fprintf(stderr, "gateway: cannot bind control socket %s: it exists and is not a socket\n",
-                    path);
-            return -1;
-        }
-        /* in use if someone accepts on it, else stale */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-            close(probe);
-            fprintf(stderr, "gateway: cannot bind control socket %s: address already in use\n", path);
-            return -1;
-        }
-        if (probe >= 0) close(probe);
-        unlink(path);
-    }
-
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        fprintf(stderr, "gateway: cannot bind control socket %s: socket: %s\n", path, strerror(errno));
-        return -1;
-    }
-    mode_t old = umask(0177);                 /* 0600 from the first moment */
-    int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-    int err = errno;
-    umask(old);
-    if (rc < 0) {
-        fprintf(stderr, "gateway: cannot bind control socket %s: %s\n", path,
-                err == EADDRINUSE ? "address already in use" : strerror(err));
-        close(fd);
-        return -1;
-    }
-    if (chmod(path, 0600) < 0 || listen(fd, 64) < 0) {
-        fprintf(stderr, "gateway: cannot listen on control socket %s: %s\n", path, strerror(errno));
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    ctl.path = strdup(path);
-    if (!ctl.path) {
-        fprintf(stderr, "gateway: out of memory\n");
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    ctl.fd = fd;
+    /* listener.c binds it: stale-socket check, mode 0600 from creation. */
+    char spec[sizeof(ctl.lst.name) + 8];
+    snprintf(spec, sizeof(spec), "unix:%s", path);
+    if (gw_listener_bind(&ctl.lst, spec, path, 64, 0600, "control socket") < 0) return -1;
+    ctl.fd = ctl.lst.fd;
     /* main creates the default loop after this; ev_default_loop returns
      * the same loop to both. */
     ctl.loop = gw.loop ? gw.loop : ev_default_loop(EVFLAG_AUTO);
@@ -746,7 +694,7 @@ int gw_ctl_start(void)
         gw_ctl_stop();
         return -1;
     }
-    ev_io_init(&ctl.io, ctl_on_accept, fd, EV_READ);
+    ev_io_init(&ctl.io, ctl_on_accept, ctl.fd, EV_READ);
     ev_io_start(ctl.loop, &ctl.io);
     ev_init(&ctl.pause, ctl_on_pause_end);
     return 0;
@@ -760,12 +708,7 @@ void gw_ctl_stop(void)
             ev_io_stop(ctl.loop, &ctl.io);
             ev_timer_stop(ctl.loop, &ctl.pause);
         }
-        close(ctl.fd);
+        gw_listener_close(&ctl.lst);   /* closes and removes the socket file */
         ctl.fd = -1;
-    }
-    if (ctl.path) {
-        unlink(ctl.path);
-        free(ctl.path);
-        ctl.path = NULL;
     }
 }

@@ -34,6 +34,14 @@ struct gw_listener_s {
 /* Bind every cfg->binds[i]. On failure prints one "gateway: ..." line,
  * closes what was opened, returns -1. */
 int  gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n);
+/* Bind one address (HOST:PORT, [IPv6]:PORT, unix:/path; unix files get
+ * unix_mode) into l. name is shown in errors; label (NULL for listeners)
+ * makes them read "gateway: cannot bind LABEL NAME: reason". 0 or -1 after
+ * printing one line. Used for listeners, the control socket and metrics. */
+int  gw_listener_bind(gw_listener_t *l, const char *spec, const char *name, int backlog,
+                      unsigned unix_mode, const char *label);
+/* Close one, unlinking its unix socket file (unless kept). */
+void gw_listener_close(gw_listener_t *l);
 /* Close the sockets and unlink unix socket files (unless kept). */
 void gw_listeners_close(gw_listener_t *l, size_t n);
 /* Use listening fds inherited from an upgrading master or systemd. */

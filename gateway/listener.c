@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +44,32 @@ static void addr_format(const struct sockaddr *sa, char *out, size_t n)
     }
 }
 
-static int open_unix(gw_listener_t *l, const char *path, int backlog)
+/* Which socket a bind error is about: plain listeners keep their
+ * historical wording; labelled ones (control socket, metrics) say
+ * "cannot bind LABEL NAME: reason". */
+static const char *bind_label;
+
+static void bind_fail(const gw_listener_t *l, const char *kind, const char *fmt, ...)
+{
+    char reason[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (bind_label)
+        fprintf(stderr, "gateway: cannot bind %s %s: %s\n", bind_label, l->name, reason);
+    else if (strcmp(kind, "invalid") == 0)
+        fprintf(stderr, "gateway: invalid bind address '%s': %s\n", l->name, reason);
+    else
+        fprintf(stderr, "gateway: cannot %s %s: %s\n", kind, l->name, reason);
+}
+
+static int open_unix(gw_listener_t *l, const char *path, int backlog, mode_t mode)
 {
     struct sockaddr_un sun;
     if (*path != '/' || strlen(path) >= sizeof(sun.sun_path)) {
-        fprintf(stderr, "gateway: invalid bind address '%s': unix socket path must be "
-                        "absolute and shorter than %zu bytes\n", l->name, sizeof(sun.sun_path));
+        bind_fail(l, "invalid", "unix socket path must be absolute and shorter than %zu bytes",
+                  sizeof(sun.sun_path));
         return -1;
     }
     memset(&sun, 0, sizeof(sun));
@@ -58,14 +79,14 @@ static int open_unix(gw_listener_t *l, const char *path, int backlog)
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
-            fprintf(stderr, "gateway: cannot bind %s: %s exists and is not a socket\n", l->name, path);
+            bind_fail(l, "bind", "%s exists and is not a socket", path);
             return -1;
         }
         /* A socket file: in use if someone accepts on it, else stale. */
         int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
             close(probe);
-            fprintf(stderr, "gateway: cannot bind %s: address already in use\n", l->name);
+            bind_fail(l, "bind", "address already in use");
             return -1;
         }
         if (probe >= 0) close(probe);
@@ -74,24 +95,23 @@ static int open_unix(gw_listener_t *l, const char *path, int backlog)
 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        fprintf(stderr, "gateway: cannot bind %s: socket: %s\n", l->name, strerror(errno));
+        bind_fail(l, "bind", "socket: %s", strerror(errno));
         return -1;
     }
-    /* Create the file with no permissions for others from the first moment. */
-    mode_t old = umask(0117);
+    /* Create the file with no more than `mode` from the first moment. */
+    mode_t old = umask((mode_t)(~mode & 0777));
     int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
     int err = errno;
     umask(old);
     if (rc < 0) {
-        fprintf(stderr, "gateway: cannot bind %s: %s\n", l->name,
-                err == EADDRINUSE ? "address already in use" : strerror(err));
+        bind_fail(l, "bind", "%s", err == EADDRINUSE ? "address already in use" : strerror(err));
         close(fd);
         return -1;
     }
     l->unix_path = strdup(path);
-    chmod(path, UNIX_MODE);
+    chmod(path, mode);
     if (listen(fd, backlog) < 0) {
-        fprintf(stderr, "gateway: cannot listen on %s: %s\n", l->name, strerror(errno));
+        bind_fail(l, "listen on", "%s", strerror(errno));
         close(fd);
         unlink(path);
         return -1;
@@ -127,12 +147,12 @@ static int open_inet(gw_listener_t *l, const char *spec, int backlog)
                               .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res = NULL;
     int gai = getaddrinfo(*host ? host : NULL, port, &hints, &res);
     if (gai != 0) {
-        fprintf(stderr, "gateway: invalid bind address '%s': %s\n", l->name, gai_strerror(gai));
+        bind_fail(l, "invalid", "%s", gai_strerror(gai));
         return -1;
     }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        fprintf(stderr, "gateway: cannot bind %s: socket: %s\n", l->name, strerror(errno));
+        bind_fail(l, "bind", "socket: %s", strerror(errno));
         freeaddrinfo(res);
         return -1;
     }
@@ -143,15 +163,14 @@ static int open_inet(gw_listener_t *l, const char *spec, int backlog)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
         int err = errno;
-        fprintf(stderr, "gateway: cannot bind %s: %s\n", l->name,
-                err == EADDRINUSE ? "address already in use" : strerror(err));
+        bind_fail(l, "bind", "%s", err == EADDRINUSE ? "address already in use" : strerror(err));
         close(fd);
         freeaddrinfo(res);
         return -1;
     }
     freeaddrinfo(res);
     if (listen(fd, backlog) < 0) {
-        fprintf(stderr, "gateway: cannot listen on %s: %s\n", l->name, strerror(errno));
+        bind_fail(l, "listen on", "%s", strerror(errno));
         close(fd);
         return -1;
     }
@@ -162,8 +181,7 @@ static int open_inet(gw_listener_t *l, const char *spec, int backlog)
     l->fd = fd;
     return 0;
 bad:
-    fprintf(stderr, "gateway: invalid bind address '%s': expected HOST:PORT, "
-                    "[IPv6]:PORT or unix:/path\n", l->name);
+    bind_fail(l, "invalid", "expected HOST:PORT, [IPv6]:PORT or unix:/path");
     return -1;
 }
 
@@ -210,6 +228,31 @@ int gw_listeners_adopt(const int *fds, size_t nfds, gw_listener_t **out, size_t 
     return 0;
 }
 
+int gw_listener_bind(gw_listener_t *l, const char *spec, const char *name, int backlog,
+                     unsigned unix_mode, const char *label)
+{
+    l->fd = -1;
+    l->unix_path = NULL;
+    l->is_unix = 0;
+    snprintf(l->name, sizeof(l->name), "%s", name);
+    bind_label = label;
+    int rc = strncmp(spec, "unix:", 5) == 0 ? open_unix(l, spec + 5, backlog, (mode_t)unix_mode)
+                                            : open_inet(l, spec, backlog);
+    bind_label = NULL;
+    return rc;
+}
+
+void gw_listener_close(gw_listener_t *l)
+{
+    if (l->fd >= 0) close(l->fd);
+    l->fd = -1;
+    if (l->unix_path) {
+        if (!keep_socket_files) unlink(l->unix_path);
+        free(l->unix_path);
+        l->unix_path = NULL;
+    }
+}
+
 int gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n)
 {
     gw_reuse_port = cfg->reuse_port;
@@ -223,8 +266,7 @@ int gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n)
         const char *spec = cfg->binds[i];
         l->fd = -1;
         snprintf(l->name, sizeof(l->name), "%s", spec);
-        int rc = strncmp(spec, "unix:", 5) == 0 ? open_unix(l, spec + 5, cfg->backlog)
-                                                : open_inet(l, spec, cfg->backlog);
+        int rc = gw_listener_bind(l, spec, spec, cfg->backlog, UNIX_MODE, NULL);
         if (rc < 0) {
             gw_listeners_close(ls, i);
             return -1;
@@ -238,15 +280,6 @@ int gw_listeners_open(const gw_config_t *cfg, gw_listener_t **out, size_t *n)
 void gw_listeners_close(gw_listener_t *ls, size_t n)
 {
     if (!ls) return;
-    for (size_t i = 0; i < n; i++) {
-        gw_listener_t *l = &ls[i];
-        if (l->fd >= 0) close(l->fd);
-        l->fd = -1;
-        if (l->unix_path) {
-            if (!keep_socket_files) unlink(l->unix_path);
-            free(l->unix_path);
-            l->unix_path = NULL;
-        }
-    }
+    for (size_t i = 0; i < n; i++) gw_listener_close(&ls[i]);
     free(ls);
 }

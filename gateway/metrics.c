@@ -226,7 +226,7 @@ struct mx_client_s {
 
 static struct {
     int             fd;
-    char           *unix_path;     /* owned; unlinked by gw_metrics_stop */
+    gw_listener_t   lst;           /* the bound socket (listener.c owns bind/close) */
     ev_io           io;
     ev_timer        pause;         /* accept paused after EMFILE */
     struct ev_loop *loop;
@@ -396,125 +396,14 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
-/* ---- binding ---- */
-
-static int bind_unix(const char *spec, const char *path)
-{
-    struct sockaddr_un sun;
-    if (*path != '/' || strlen(path) >= sizeof(sun.sun_path)) {
-        fprintf(stderr, "gateway: cannot bind metrics %s: unix socket path must be absolute "
-                        "and shorter than %zu bytes\n", spec, sizeof(sun.sun_path));
-        return -1;
-    }
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    strcpy(sun.sun_path, path);
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            fprintf(stderr, "gateway: cannot bind metrics %s: %s exists and is not a socket\n",
-                    spec, path);
-            return -1;
-        }
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-            close(probe);
-            fprintf(stderr, "gateway: cannot bind metrics %s: address already in use\n", spec);
-            return -1;
-        }
-        if (probe >= 0) close(probe);
-        unlink(path);
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        fprintf(stderr, "gateway: cannot bind metrics %s: socket: %s\n", spec, strerror(errno));
-        return -1;
-    }
-    mode_t old = umask(0117);
-    int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-    int err = errno;
-    umask(old);
-    if (rc < 0) {
-        fprintf(stderr, "gateway: cannot bind metrics %s: %s\n", spec,
-                err == EADDRINUSE ? "address already in use" : strerror(err));
-        close(fd);
-        return -1;
-    }
-    srv.unix_path = strdup(path);
-    if (!srv.unix_path || listen(fd, 64) < 0) {
-        fprintf(stderr, "gateway: cannot bind metrics %s: %s\n", spec,
-                srv.unix_path ? strerror(errno) : "out of memory");
-        close(fd);
-        unlink(path);
-        free(srv.unix_path);
-        srv.unix_path = NULL;
-        return -1;
-    }
-    return fd;
-}
-
-static int bind_inet(const char *spec)
-{
-    char host[256];
-    const char *port;
-    if (spec[0] == '[') {
-        const char *end = strchr(spec, ']');
-        if (!end || end[1] != ':' || (size_t)(end - spec - 1) >= sizeof(host)) goto bad;
-        memcpy(host, spec + 1, (size_t)(end - spec - 1));
-        host[end - spec - 1] = '\0';
-        port = end + 2;
-    } else {
-        const char *colon = strrchr(spec, ':');
-        if (!colon || (size_t)(colon - spec) >= sizeof(host)) goto bad;
-        if (memchr(spec, ':', (size_t)(colon - spec))) goto bad;
-        memcpy(host, spec, (size_t)(colon - spec));
-        host[colon - spec] = '\0';
-        port = colon + 1;
-    }
-    if (!*port || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port) ||
-        atoi(port) > 65535)
-        goto bad;
-
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res = NULL;
-    int gai = getaddrinfo(*host ? host : NULL, port, &hints, &res);
-    if (gai != 0) {
-        fprintf(stderr, "gateway: cannot bind metrics %s: %s\n", spec, gai_strerror(gai));
-        return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        fprintf(stderr, "gateway: cannot bind metrics %s: socket: %s\n", spec, strerror(errno));
-        freeaddrinfo(res);
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (res->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-        int err = errno;
-        fprintf(stderr, "gateway: cannot bind metrics %s: %s\n", spec,
-                err == EADDRINUSE ? "address already in use" : strerror(err));
-        close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-bad:
-    fprintf(stderr, "gateway: cannot bind metrics %s: expected HOST:PORT, [IPv6]:PORT "
-                    "or unix:/path\n", spec);
-    return -1;
-}
+/* ---- binding: listener.c's, so addresses mean the same everywhere ---- */
 
 int gw_metrics_start(void)
 {
     const char *spec = gw.cfg.metrics_bind;
     if (!spec || !*spec) return 0;
-    int fd = strncmp(spec, "unix:", 5) == 0 ? bind_unix(spec, spec + 5) : bind_inet(spec);
-    if (fd < 0) return -1;
-    srv.fd = fd;
+    if (gw_listener_bind(&srv.lst, spec, spec, 64, 0660, "metrics") < 0) return -1;
+    srv.fd = srv.lst.fd;
     /* main creates the default loop after this; ev_default_loop returns the
      * same loop to both. */
     srv.loop = gw.loop ? gw.loop : ev_default_loop(EVFLAG_AUTO);
@@ -523,7 +412,7 @@ int gw_metrics_start(void)
         gw_metrics_stop();
         return -1;
     }
-    ev_io_init(&srv.io, on_accept, fd, EV_READ);
+    ev_io_init(&srv.io, on_accept, srv.fd, EV_READ);
     ev_io_start(srv.loop, &srv.io);
     ev_init(&srv.pause, on_pause_end);
     return 0;
@@ -537,12 +426,7 @@ void gw_metrics_stop(void)
             ev_io_stop(srv.loop, &srv.io);
             ev_timer_stop(srv.loop, &srv.pause);
         }
-        close(srv.fd);
+        gw_listener_close(&srv.lst);   /* closes and removes a unix socket file */
         srv.fd = -1;
-    }
-    if (srv.unix_path) {
-        unlink(srv.unix_path);
-        free(srv.unix_path);
-        srv.unix_path = NULL;
     }
 }
