@@ -6,7 +6,7 @@ set -eu
 what=${1:-build}
 
 pkgs_build="build-essential pkg-config libev-dev libmsgpack-dev curl"
-pkgs_test="check clang libclang-rt-14-dev python3 python3-pytest python3-msgpack procps"
+pkgs_test="check clang libclang-rt-14-dev python3 python3-pytest python3-msgpack python3-flask procps"
 pkgs_bench="wrk nginx-light valgrind util-linux"
 
 case "$what" in

@@ -64,3 +64,48 @@ def test_python_import_errors_are_one_line(tmp_dir):
                            timeout=20, env=dict(os.environ, **ENV), cwd=tmp_dir)
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert p.returncode != 0 and len(lines) == 1 and needle in lines[0], p.stderr
+
+
+def test_flask_unmodified(gateway):
+    """A plain Flask app (Debian's python3-flask) under the gateway: routing,
+    JSON, multipart upload, session cookie across a redirect, a streamed
+    generator response, and a 500 after which the worker still serves."""
+    import json
+    gw = gateway("py:flask_app:app", workers=2, env=ENV)
+    pids = set(gw.wait_workers(2))
+    r = gw.get("/")
+    assert r.status == 200 and r.body == b"Hello, World!" and worker_pid(r) in pids, r
+    r = gw.get("/user/bob?q=1")
+    assert r.status == 200 and json.loads(r.body)["name"] == "bob", r
+    c = gw.connect()
+    payload = json.dumps({"items": list(range(1000))}).encode()
+    c.send(build_request("POST", "/json", headers=[("Content-Type", "application/json")],
+                         body=payload))
+    r = c.read_response()
+    assert r.status == 200 and json.loads(r.body)["n"] == 1000, r
+    blob = os.urandom(200 * 1024)
+    boundary = "gwboundary"
+    form = (("--%s\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nv\r\n"
+             "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.bin\"\r\n"
+             "Content-Type: application/octet-stream\r\n\r\n" % (boundary, boundary)).encode()
+            + blob + ("\r\n--%s--\r\n" % boundary).encode())
+    c.send(build_request("POST", "/form", headers=[
+        ("Content-Type", "multipart/form-data; boundary=" + boundary)], body=form))
+    r = c.read_response()
+    assert r.status == 200 and json.loads(r.body) == {"field": "v", "filename": "a.bin",
+                                                       "size": len(blob)}, r
+    c.send(build_request("GET", "/login?u=ann"))
+    r = c.read_response()
+    assert r.status == 302, r
+    cookies = "; ".join(v.split(";", 1)[0] for v in r.header_all("Set-Cookie"))
+    c.send(build_request("GET", "/whoami", headers=[("Cookie", cookies)]))
+    r = c.read_response()
+    assert json.loads(r.body) == {"user": "ann", "seen": "1"}, r
+    c.send(build_request("GET", "/stream"))
+    r = c.read_response()
+    assert r.body == b"part 0\npart 1\npart 2\n", r
+    c.close()
+    r = gw.get("/boom")
+    assert r.status == 500, r
+    assert gw.get("/").status == 200
+    assert set(gw.worker_pids()) == pids, "an app error must not cost a worker"
