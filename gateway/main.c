@@ -272,6 +272,23 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
     gw_supervisor_flush_all();
 }
 
+/* A probe child's report: its message (one line) from fd, then its status. */
+static size_t probe_collect(pid_t pid, int fd, char *err, size_t errlen, int *status)
+{
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < errlen && (r = read(fd, err + n, errlen - 1 - n)) != 0) {
+        if (r < 0) { if (errno == EINTR) continue; break; }
+        n += (size_t)r;
+    }
+    err[n] = '\0';
+    for (char *q = err; *q; q++) if (*q == '\n') *q = ' ';
+    close(fd);
+    *status = 0;
+    while (waitpid(pid, status, 0) < 0 && errno == EINTR) {}
+    return n;
+}
+
 /*
  * Without --preload the master must not run application code, yet a missing
  * symbol or an unloadable .so is a configuration error that deserves one
@@ -363,16 +380,8 @@ static int probe_app(const char *path, const char *symbol, char *err, size_t err
         _exit(msg ? 1 : 0);
     }
     close(p[1]);
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < errlen && (r = read(p[0], err + n, errlen - 1 - n)) != 0) {
-        if (r < 0) { if (errno == EINTR) continue; break; }
-        n += (size_t)r;
-    }
-    err[n] = '\0';
-    close(p[0]);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    int st;
+    size_t n = probe_collect(pid, p[0], err, errlen, &st);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
     if (n == 0) snprintf(err, errlen, "%s: loading it killed the process (status %d)", path, st);
     return -1;
@@ -430,17 +439,8 @@ static int probe_python(char *err, size_t errlen)
         _exit(1);
     }
     close(p[1]);
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < errlen && (r = read(p[0], err + n, errlen - 1 - n)) != 0) {
-        if (r < 0) { if (errno == EINTR) continue; break; }
-        n += (size_t)r;
-    }
-    err[n] = '\0';
-    for (char *q = err; *q; q++) if (*q == '\n') *q = ' ';
-    close(p[0]);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    int st;
+    probe_collect(pid, p[0], err, errlen, &st);
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
