@@ -80,7 +80,7 @@ unit: $(BUILD)/unit
 	cd tests/unit && ../../$(BUILD)/unit
 
 unit-asan: $(BUILD)/asan/unit
-	cd tests/unit && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ../../$(BUILD)/asan/unit
+	cd tests/unit && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=1 UBSAN_OPTIONS=print_stacktrace=1 ../../$(BUILD)/asan/unit
 
 FUZZ_TARGETS   := $(patsubst tools/fuzz/fuzz_%.c,$(BUILD)/fuzz/fuzz_%,$(wildcard tools/fuzz/fuzz_*.c))
 FUZZ_FLAGS     := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iproto -Igateway -Iworkerlib $(MSGPACK_CFLAGS)
