@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "gateway.h"
+#include "oneshot.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -49,43 +50,19 @@
 #define CTL_MAX_ARGS       16
 #define CTL_REPLY_MAX      (4u << 20)
 #define CTL_CLIENT_TIMEOUT 10.0
-#define CTL_ACCEPT_BATCH   16
 
 
 /* ---- reply buffer ---- */
 
-typedef struct {
-    char   *p;
-    size_t  len, cap;
-    int     overflow;      /* hit CTL_REPLY_MAX or out of memory */
-} ctl_buf_t;
-
-static void buf_vprintf(ctl_buf_t *b, const char *fmt, va_list ap)
-{
-    if (b->overflow) return;
-    for (;;) {
-        size_t room = b->cap - b->len;
-        va_list aq;
-        va_copy(aq, ap);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, aq);
-        va_end(aq);
-        if (n < 0) { b->overflow = 1; return; }
-        if ((size_t)n < room) { b->len += (size_t)n; return; }
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len <= (size_t)n) cap *= 2;
-        char *p = cap <= CTL_REPLY_MAX ? realloc(b->p, cap) : NULL;
-        if (!p) { b->overflow = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-}
+/* Replies are built in oneshot.c's text buffer, capped at CTL_REPLY_MAX. */
+typedef gw_text_t ctl_buf_t;
 
 static void out(ctl_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void out(ctl_buf_t *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    buf_vprintf(b, fmt, ap);
+    gw_text_vprintf(b, fmt, ap);
     va_end(ap);
 }
 
@@ -98,7 +75,7 @@ static int ctl_error(ctl_buf_t *b, const char *fmt, ...)
     out(b, "error: ");
     va_list ap;
     va_start(ap, fmt);
-    buf_vprintf(b, fmt, ap);
+    gw_text_vprintf(b, fmt, ap);
     va_end(ap);
     out(b, "\n");
     return -1;
@@ -164,18 +141,6 @@ static void proc_read(pid_t pid, ctl_proc_t *pr)
 }
 
 /* ---- helpers for handlers ---- */
-
-static const char *state_name(gw_worker_state_t s)
-{
-    switch (s) {
-    case GW_WORKER_SPAWNING: return "starting";
-    case GW_WORKER_READY:    return "ready";
-    case GW_WORKER_DRAINING: return "draining";
-    case GW_WORKER_EXITING:  return "stopping";
-    case GW_WORKER_BACKOFF:  return "backoff";
-    default:                 return "empty";
-    }
-}
 
 static const char *balance_name(void)
 {
@@ -254,7 +219,7 @@ static int cmd_status(ctl_buf_t *b, int argc, char **argv)
             first = 0;
             if (w->pid > 0) out(b, "%d", (int)w->pid); else out(b, "null");
             out(b, ",\"state\":\"%s\",\"inflight\":%u,\"served\":%llu,\"dropped\":%llu,"
-                   "\"last_error\":", state_name(w->state), w->inflight,
+                   "\"last_error\":", gw_worker_state_name(w->state), w->inflight,
                 (unsigned long long)w->served, (unsigned long long)w->dropped);
             json_str(b, w->error);
             out(b, ",\"heartbeat_age\":");
@@ -303,7 +268,7 @@ static int cmd_status(ctl_buf_t *b, int argc, char **argv)
         if (pr.cpu_s >= 0) snprintf(cpu, sizeof(cpu), "%.2f", pr.cpu_s);
         if (w->pid > 0 && w->spawned_at > 0) snprintf(age, sizeof(age), "%.1f", t - w->spawned_at);
         out(b, "%-4d %-8s %-9s %6u %8llu %6llu %7s %9s %9s %8s %8s %5u %5u  %s\n", w->slot, pid,
-            state_name(w->state), w->inflight, (unsigned long long)w->served,
+            gw_worker_state_name(w->state), w->inflight, (unsigned long long)w->served,
             (unsigned long long)w->dropped, hb, rss, pss, cpu, age, w->restarts, w->hb_tasks,
             w->loop_id[0] ? w->loop_id : "-");
     }
@@ -528,98 +493,7 @@ static void ctl_execute(ctl_buf_t *b, char *line)
     ctl_error(b, "unknown command '%.64s' (try 'help')", argv[0]);
 }
 
-/* ---- connections ---- */
-
-typedef struct ctl_client_s ctl_client_t;
-struct ctl_client_s {
-    ev_io         io;              /* read, then write */
-    ev_timer      timer;           /* whole-exchange deadline */
-    int           fd;
-    size_t        req_len;
-    char          req[CTL_REQ_MAX + 1];
-    ctl_buf_t     reply;
-    size_t        sent;
-    int           refused;         /* peer uid not allowed: answer an error */
-    ctl_client_t *prev, *next;
-};
-
-static struct {
-    int           fd;
-    gw_listener_t lst;             /* the bound socket (listener.c owns bind/close) */
-    ev_io         io;
-    ev_timer      pause;           /* accept paused after EMFILE */
-    ctl_client_t *clients;
-    unsigned      nclients;
-    struct ev_loop *loop;
-} ctl = { .fd = -1 };
-
-static void client_close(ctl_client_t *c)
-{
-    ev_io_stop(ctl.loop, &c->io);
-    ev_timer_stop(ctl.loop, &c->timer);
-    close(c->fd);
-    if (c->prev) c->prev->next = c->next; else ctl.clients = c->next;
-    if (c->next) c->next->prev = c->prev;
-    ctl.nclients--;
-    free(c->reply.p);
-    free(c);
-}
-
-static void client_on_writable(struct ev_loop *loop, ev_io *io, int revents)
-{
-    ctl_client_t *c = (ctl_client_t *)io;
-    while (c->sent < c->reply.len) {
-        ssize_t n = send(c->fd, c->reply.p + c->sent, c->reply.len - c->sent, MSG_NOSIGNAL);
-        if (n > 0) { c->sent += (size_t)n; continue; }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;   /* wait */
-        break;   /* peer gone */
-    }
-    client_close(c);
-}
-
-/* The reply is ready: write it (now if the socket takes it), then close. */
-static void client_reply(ctl_client_t *c)
-{
-    ev_io_stop(ctl.loop, &c->io);
-    ev_io_init(&c->io, client_on_writable, c->fd, EV_WRITE);
-    ev_io_start(ctl.loop, &c->io);
-    client_on_writable(ctl.loop, &c->io, EV_WRITE);
-}
-
-static void client_on_readable(struct ev_loop *loop, ev_io *io, int revents)
-{
-    ctl_client_t *c = (ctl_client_t *)io;
-    for (;;) {
-        ssize_t n = recv(c->fd, c->req + c->req_len, CTL_REQ_MAX - c->req_len, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-        if (n < 0) { client_close(c); return; }
-        char *nl = n > 0 ? memchr(c->req + c->req_len, '\n', (size_t)n) : NULL;
-        c->req_len += (size_t)n;
-        if (nl || (n == 0 && c->req_len > 0)) {
-            if (nl) *nl = '\0'; else c->req[c->req_len] = '\0';
-            size_t len = strlen(c->req);
-            if (len && c->req[len - 1] == '\r') c->req[len - 1] = '\0';
-            if (c->refused) ctl_error(&c->reply, "permission denied");
-            else ctl_execute(&c->reply, c->req);
-            client_reply(c);
-            return;
-        }
-        if (n == 0) { client_close(c); return; }           /* closed without a request */
-        if (c->req_len == CTL_REQ_MAX) {
-            ctl_error(&c->reply, "request longer than %d bytes", CTL_REQ_MAX);
-            client_reply(c);
-            return;
-        }
-    }
-}
-
-static void client_on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
-{
-    ctl_client_t *c = (ctl_client_t *)((char *)t - offsetof(ctl_client_t, timer));
-    client_close(c);
-}
+/* ---- connections: one request line, one reply (oneshot.c) ---- */
 
 static int peer_allowed(int fd, uid_t *uid)
 {
@@ -633,49 +507,38 @@ static int peer_allowed(int fd, uid_t *uid)
     return cr.uid == 0 || cr.uid == geteuid();
 }
 
-static void ctl_on_pause_end(struct ev_loop *loop, ev_timer *t, int revents)
+/* A request is one line (or what came before EOF). Peers other than root
+ * and the master's user are answered "permission denied". */
+static int ctl_on_data(gw_oneshot_client_t *c, char *req, size_t len, size_t from, int eof,
+                       int full)
 {
-    ev_io_start(loop, &ctl.io);
+    ctl_buf_t b = { .max = CTL_REPLY_MAX };
+    char *nl = memchr(req + from, '\n', len - from);
+    if (nl) *nl = '\0';
+    else if (eof && len == 0) return -1;       /* closed without a request */
+    else if (full) {
+        ctl_error(&b, "request longer than %d bytes", CTL_REQ_MAX);
+        gw_oneshot_reply(c, b.p, b.len);
+        return 1;
+    } else if (!eof) return 0;                  /* wait for the end of the line */
+    size_t n = strlen(req);
+    if (n && req[n - 1] == '\r') req[n - 1] = '\0';
+    uid_t uid;
+    if (!peer_allowed(gw_oneshot_fd(c), &uid)) {
+        gw_warn("control socket: refused a client with uid %d", (int)uid);
+        ctl_error(&b, "permission denied");
+    } else {
+        ctl_execute(&b, req);
+    }
+    gw_oneshot_reply(c, b.p, b.len);
+    return 1;
 }
 
-static void ctl_on_accept(struct ev_loop *loop, ev_io *io, int revents)
-{
-    for (int i = 0; i < CTL_ACCEPT_BATCH; i++) {
-        int fd = accept4(ctl.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                gw_warn("control socket: accept: %s; pausing 1s", strerror(errno));
-                ev_io_stop(loop, &ctl.io);
-                ev_timer_set(&ctl.pause, 1.0, 0.);
-                ev_timer_start(loop, &ctl.pause);
-            }
-            return;
-        }
-        uid_t uid;
-        int allowed = peer_allowed(fd, &uid);
-        if (!allowed) gw_warn("control socket: refused a client with uid %d", (int)uid);
-        if (ctl.nclients >= CTL_MAX_CLIENTS) {
-            const char *msg = "error: busy: too many control clients\n";
-            ssize_t r = send(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)r;
-            close(fd);
-            continue;
-        }
-        ctl_client_t *c = calloc(1, sizeof(*c));
-        if (!c) { close(fd); continue; }
-        c->fd = fd;
-        c->refused = !allowed;     /* its request is read, then refused */
-        ev_io_init(&c->io, client_on_readable, fd, EV_READ);
-        ev_io_start(loop, &c->io);
-        ev_timer_init(&c->timer, client_on_timeout, CTL_CLIENT_TIMEOUT, 0.);
-        ev_timer_start(loop, &c->timer);
-        c->next = ctl.clients;
-        if (ctl.clients) ctl.clients->prev = c;
-        ctl.clients = c;
-        ctl.nclients++;
-    }
-}
+static gw_oneshot_t ctl = {
+    .what = "control socket", .max_request = CTL_REQ_MAX, .max_clients = CTL_MAX_CLIENTS,
+    .timeout = CTL_CLIENT_TIMEOUT, .busy_reply = "error: busy: too many control clients\n",
+    .on_data = ctl_on_data, .fd = -1,
+};
 
 int gw_ctl_start(void)
 {
@@ -684,31 +547,10 @@ int gw_ctl_start(void)
     /* listener.c binds it: stale-socket check, mode 0600 from creation. */
     char spec[sizeof(ctl.lst.name) + 8];
     snprintf(spec, sizeof(spec), "unix:%s", path);
-    if (gw_listener_bind(&ctl.lst, spec, path, 64, 0600, "control socket") < 0) return -1;
-    ctl.fd = ctl.lst.fd;
-    /* main creates the default loop after this; ev_default_loop returns
-     * the same loop to both. */
-    ctl.loop = gw.loop ? gw.loop : ev_default_loop(EVFLAG_AUTO);
-    if (!ctl.loop) {
-        fprintf(stderr, "gateway: cannot create the event loop\n");
-        gw_ctl_stop();
-        return -1;
-    }
-    ev_io_init(&ctl.io, ctl_on_accept, ctl.fd, EV_READ);
-    ev_io_start(ctl.loop, &ctl.io);
-    ev_init(&ctl.pause, ctl_on_pause_end);
-    return 0;
+    return gw_oneshot_start(&ctl, spec, path, 0600, "control socket");
 }
 
 void gw_ctl_stop(void)
 {
-    while (ctl.clients) client_close(ctl.clients);
-    if (ctl.fd >= 0) {
-        if (ctl.loop) {
-            ev_io_stop(ctl.loop, &ctl.io);
-            ev_timer_stop(ctl.loop, &ctl.pause);
-        }
-        gw_listener_close(&ctl.lst);   /* closes and removes the socket file */
-        ctl.fd = -1;
-    }
+    gw_oneshot_stop(&ctl);
 }

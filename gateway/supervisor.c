@@ -44,10 +44,11 @@ void gw_master_fatal(int code)
 
 const char *gw_worker_state_name(gw_worker_state_t s)
 {
+    /* the words operators see in gatewayctl status and in metrics */
     static const char *const names[] = {
         [GW_WORKER_EMPTY] = "empty", [GW_WORKER_BACKOFF] = "backoff",
-        [GW_WORKER_SPAWNING] = "spawning", [GW_WORKER_READY] = "ready",
-        [GW_WORKER_DRAINING] = "draining", [GW_WORKER_EXITING] = "exiting",
+        [GW_WORKER_SPAWNING] = "starting", [GW_WORKER_READY] = "ready",
+        [GW_WORKER_DRAINING] = "draining", [GW_WORKER_EXITING] = "stopping",
     };
     return (unsigned)s <= GW_WORKER_EXITING ? names[s] : "?";
 }
