@@ -139,6 +139,24 @@ static const opt_t options[] = {
       "How workers run the app: native loads a C shared object (APP ends in .so), python "
       "runs /usr/bin/python3 with APP as module:variable (Gunicorn's syntax). auto picks by "
       "APP." },
+    { "interface", 0, "auto|wsgi|asgi", OPT_STRING, OFF(interface), "auto", 0, 0,
+      "Python apps: how the callable is called. auto: a coroutine function (or an "
+      "object whose __call__ is one) is ASGI 3, anything else WSGI." },
+    { "chdir", 0, "DIR", OPT_STRING, OFF(chdir), NULL, 0, 0,
+      "Change to DIR before loading the app (the master and the workers; relative "
+      "paths given afterwards, such as --pid, are relative to DIR)." },
+    { "pythonpath", 0, "DIRS", OPT_STRING, OFF(pythonpath), NULL, 0, 0,
+      "Comma-separated directories put first on the Python workers' sys.path." },
+    { "threads", 0, "N", OPT_UINT, OFF(threads), "1", 1, 1024,
+      "Python WSGI: threads per worker that run the app (Gunicorn's gthread when > 1). "
+      "A worker takes at most N requests at once. ASGI: size of the thread pool that "
+      "runs sync endpoints (default 40 when 1)." },
+    { "worker-connections", 0, "N", OPT_UINT, OFF(worker_connections), "1000", 1, 65536,
+      "Python ASGI: most requests one worker runs at once (also capped by --max-inflight)." },
+    { "ksm", 0, NULL, OPT_FLAG, OFF(ksm), NULL, 0, 0,
+      "With --preload: mark the preloaded app's memory mergeable (KSM), so pages the "
+      "workers copied only to update reference counts are merged back by the kernel. "
+      "Needs /sys/kernel/mm/ksm/run set to 1 by the operator." },
     { "pid", 0, "FILE", OPT_STRING, OFF(pidfile), NULL, 0, 0,
       "Write the master's pid to FILE once the listeners are bound, and remove it on "
       "exit. Refuses to start if FILE names a running process." },

@@ -66,6 +66,13 @@ typedef struct {
     char              app_buf[4096];    /* storage for APP split */
     char              app_spec[4096];   /* APP as given (Python: module:attr) */
     const char       *runtime;          /* --runtime auto|native|python */
+    const char       *interface;        /* Python: auto|wsgi|asgi */
+    const char       *chdir;            /* --chdir DIR (NULL: stay) */
+    const char       *pythonpath;       /* comma-separated sys.path additions */
+    unsigned          threads;          /* Python WSGI threads per worker */
+    unsigned          worker_connections; /* Python ASGI concurrent requests per worker */
+    const char       *py_config;        /* Python config module (hooks), from -c FILE.py */
+    int               ksm;              /* --ksm: madvise the preloaded heap mergeable */
 } gw_config_t;
 
 /*

@@ -409,34 +409,25 @@ static int pick_runtime(void)
 }
 
 /*
- * Python apps: import MODULE and look up ATTR in a throwaway interpreter,
- * so an import error or a missing attribute is one clear line before any
- * worker is forked (not a respawn loop).
+ * Python apps: the runtime loads the app in "check" mode in a throwaway
+ * process (the same loader the workers use), so an import error, a missing
+ * attribute or an unknown interface is one clear line before any worker is
+ * forked (not a respawn loop).
  */
 static int probe_python(char *err, size_t errlen)
 {
-    static const char code[] =
-        "import importlib, os, sys\n"
-        "sys.path.insert(0, os.getcwd())\n"
-        "mod, _, attr = sys.argv[1].partition(':')\n"
-        "attr = (attr or 'application').split('(')[0]\n"
-        "try:\n"
-        "    m = importlib.import_module(mod)\n"
-        "except BaseException as e:\n"
-        "    sys.stderr.write('cannot import %s: %s: %s' % (mod, type(e).__name__, e)); sys.exit(1)\n"
-        "if not hasattr(m, attr):\n"
-        "    sys.stderr.write('module %s has no attribute %r' % (mod, attr)); sys.exit(1)\n";
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0) return 0;
     pid_t pid = fork();
     if (pid < 0) { close(p[0]); close(p[1]); return 0; }
     if (pid == 0) {
         dup2(p[1], STDERR_FILENO);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, STDOUT_FILENO);
-        execl(GW_PYTHON, GW_PYTHON, "-c", code, gw.cfg.app_spec, (char *)NULL);
-        fprintf(stderr, "cannot run %s: %s", GW_PYTHON, strerror(errno));
-        _exit(1);
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, STDOUT_FILENO);
+            dup2(devnull, 3);          /* no channel in check mode */
+        }
+        gw_python_exec("check", -1);
     }
     close(p[1]);
     int st;
@@ -548,6 +539,10 @@ int main(int argc, char **argv)
     gw_log_set_role("master");
 
     if (pick_runtime() < 0) return 2;
+    if (gw.cfg.chdir && chdir(gw.cfg.chdir) < 0) {
+        fprintf(stderr, "gateway: --chdir %s: %s\n", gw.cfg.chdir, strerror(errno));
+        return 1;
+    }
     struct stat st;
     if (gw.python) {
         /* checked by the import probe below */

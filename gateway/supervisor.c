@@ -357,18 +357,7 @@ static void child_main(gw_worker_t *w, int fd)
     }
     snprintf(role, sizeof(role), "gw-worker-%d", w->slot);   /* shown by ps -o comm, top */
     prctl(PR_SET_NAME, role, 0, 0, 0);
-    if (gw.python) {
-        /* The Python runtime speaks the same protocol on fd 3 (PROTOCOL.md). */
-        char slot[16];
-        snprintf(slot, sizeof(slot), "%d", w->slot);
-        setenv("GATEWAY_CHANNEL_FD", "3", 1);
-        setenv("GATEWAY_WORKER_SLOT", slot, 1);
-        setenv("GATEWAY_APP", gw.cfg.app_spec, 1);
-        execl(GW_PYTHON, GW_PYTHON, "-u", GW_SOURCE_DIR "/workerlib/python/gateway_worker.py",
-              (char *)NULL);
-        gw_error("cannot exec %s: %s", GW_PYTHON, strerror(errno));
-        _exit(GWL_EXIT_BOOT);
-    }
+    if (gw.python) gw_python_exec("worker", w->slot);   /* same protocol on fd 3 */
     gwl__worker_opts_t o = { .slot = w->slot, .app_path = gw.cfg.app_path,
                              .app_symbol = gw.cfg.app_symbol };
     gwl_app_t *app = gw.app ? (gwl_app_t *)gw.app : gwl__app_create();

@@ -1,0 +1,39 @@
+/*
+ * pyrt.c - how the master starts the Python runtime (workerlib/python/).
+ * One place for the environment the runtime reads and the exec itself, used
+ * for workers, the zygote (--preload) and the start-up import check.
+ */
+#include "gateway.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define PY_ENTRY GW_SOURCE_DIR "/workerlib/python/gateway_worker.py"
+
+void gw_python_exec(const char *mode, int slot)
+{
+    char num[32];
+    setenv("GATEWAY_MODE", mode, 1);
+    setenv("GATEWAY_CHANNEL_FD", "3", 1);
+    snprintf(num, sizeof(num), "%d", slot);
+    setenv("GATEWAY_WORKER_SLOT", num, 1);
+    setenv("GATEWAY_APP", gw.cfg.app_spec, 1);
+    setenv("GATEWAY_INTERFACE", gw.cfg.interface ? gw.cfg.interface : "auto", 1);
+    if (gw.cfg.pythonpath) setenv("GATEWAY_PYTHONPATH", gw.cfg.pythonpath, 1);
+    else unsetenv("GATEWAY_PYTHONPATH");
+    snprintf(num, sizeof(num), "%u", gw.cfg.threads);
+    setenv("GATEWAY_THREADS", num, 1);
+    snprintf(num, sizeof(num), "%u", gw.cfg.worker_connections);
+    setenv("GATEWAY_WORKER_CONNECTIONS", num, 1);
+    setenv("GATEWAY_KSM", gw.cfg.ksm ? "1" : "0", 1);
+    if (gw.cfg.py_config) setenv("GATEWAY_PY_CONFIG", gw.cfg.py_config, 1);
+    else unsetenv("GATEWAY_PY_CONFIG");
+    execl(GW_PYTHON, GW_PYTHON, "-u", PY_ENTRY, (char *)NULL);
+    fprintf(stderr, "cannot exec %s: %s\n", GW_PYTHON, strerror(errno));
+    _exit(3);
+}

@@ -1,0 +1,578 @@
+"""The ASGI 3 worker: one asyncio event loop per worker process (uvloop
+when installed), created after fork; every request is a task on it.
+
+- http scope per the ASGI spec; `receive` streams the body as BODY frames
+  arrive and returns http.disconnect once the response is complete or the
+  master cancels the stream (client gone, --timeout);
+- `send` streams the response within the stream's window;
+- lifespan: startup before READY (a failure is an ERROR frame and exit 3),
+  shutdown on a graceful exit after the last request;
+- sync endpoints: Starlette/FastAPI run them in anyio's thread pool; its
+  size is --threads when that is above 1 (default 40);
+- the channel is read with add_reader and written once per loop iteration
+  (every frame produced in one iteration leaves in one send).
+"""
+
+import asyncio
+import collections
+import os
+import sys
+import time
+import traceback
+from urllib.parse import unquote
+
+from ._proto import (BODY, CANCEL, F_END, HEARTBEAT, MAX_DATA, QUIT, REQUEST,
+                     RESPONSE, RESP_BODY, WINDOW, HELLO, ChannelClosed,
+                     Malformed, as_bytes, decode_frames, parse_request,
+                     read_rss, split_hostport)
+
+ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
+HIGH_WATER = 4 << 20          # queued output bytes before send() waits
+
+
+class Disconnected(Exception):
+    pass
+
+
+class AStream(object):
+    __slots__ = ("w", "sid", "body", "buffered", "req_ended", "body_done",
+                 "cancelled", "credit", "unreturned", "started", "head_sent",
+                 "done", "status", "headers", "waiter", "task", "req",
+                 "sent_bytes")
+
+    def __init__(self, w, sid, req, ended):
+        self.w = w
+        self.sid = sid
+        self.req = req
+        self.body = collections.deque()
+        self.buffered = 0
+        self.req_ended = ended
+        self.body_done = False      # the last http.request was delivered
+        self.cancelled = False
+        self.credit = w.window
+        self.unreturned = 0
+        self.started = False        # http.response.start seen
+        self.head_sent = False      # RESPONSE frame queued
+        self.done = False           # response direction ended
+        self.status = 0
+        self.headers = None
+        self.waiter = None          # future: body / credit / disconnect
+        self.task = None
+        self.sent_bytes = 0
+
+    def wake(self):
+        f = self.waiter
+        if f is not None:
+            self.waiter = None
+            if not f.done():
+                f.set_result(None)
+
+    async def _wait(self):
+        f = self.w.loop.create_future()
+        self.waiter = f
+        await f
+
+    async def receive(self):
+        while True:
+            if self.body:
+                data = self.body.popleft()
+                self.buffered -= len(data)
+                self.consumed(len(data))
+                more = bool(self.body) or not self.req_ended
+                if not more:
+                    self.body_done = True
+                return {"type": "http.request", "body": data,
+                        "more_body": more}
+            if self.cancelled or self.done:
+                return {"type": "http.disconnect"}
+            if self.req_ended and not self.body_done:
+                self.body_done = True
+                return {"type": "http.request", "body": b"",
+                        "more_body": False}
+            await self._wait()
+
+    def consumed(self, n):
+        self.unreturned += n
+        w = self.w
+        if self.unreturned >= (w.window >> 1) or (self.req_ended
+                                                  and not self.body):
+            if not self.done and not self.cancelled:
+                w.frame(WINDOW, self.sid, {"bytes": self.unreturned})
+            self.unreturned = 0
+
+    async def send(self, message):
+        t = message["type"]
+        if t == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.status = int(message["status"])
+            hs = message.get("headers") or []
+            self.headers = [(n if n.__class__ is bytes else bytes(n),
+                             v if v.__class__ is bytes else bytes(v))
+                            for n, v in hs]
+            return
+        if t != "http.response.body":
+            if t == "http.response.trailers":
+                return
+            raise RuntimeError("unexpected ASGI message %r" % (t,))
+        if not self.started:
+            raise RuntimeError("http.response.body before "
+                               "http.response.start")
+        if self.done:
+            if self.cancelled:
+                return      # the client is gone: dropped quietly
+            raise RuntimeError("http.response.body after the response "
+                               "was complete")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        w = self.w
+        if not self.head_sent:
+            self.head_sent = True
+            n = len(body)
+            if not more and n <= self.credit and n <= w.max_payload - 4096:
+                m = {"status": self.status, "headers": self.headers}
+                if n:
+                    m["body"] = body
+                    self.credit -= n
+                    self.sent_bytes += n
+                self.finish()
+                w.frame(RESPONSE, self.sid, m, F_END)
+                return
+            w.frame(RESPONSE, self.sid, {"status": self.status,
+                                         "headers": self.headers})
+        await self.send_data(body, not more)
+        if w.pending > HIGH_WATER:
+            await w.drained()
+
+    async def send_data(self, data, end):
+        w = self.w
+        n = len(data)
+        off = 0
+        mv = memoryview(data) if n > MAX_DATA else None
+        while off < n:
+            while self.credit <= 0 and not self.cancelled:
+                await self._wait()
+            if self.cancelled:
+                return
+            k = min(n - off, MAX_DATA, self.credit)
+            self.credit -= k
+            self.sent_bytes += k
+            last = end and off + k >= n
+            piece = data if (off == 0 and k == n) else bytes(mv[off:off + k])
+            if last:
+                self.finish()
+            w.frame(RESP_BODY, self.sid, {"data": piece},
+                    F_END if last else 0)
+            off += k
+        if end and n == 0:
+            self.finish()
+            w.frame(RESP_BODY, self.sid, {"data": b""}, F_END)
+
+    def finish(self):
+        self.done = True
+        w = self.w
+        if w.streams.pop(self.sid, None) is not None:
+            w.served += 1
+        self.wake()
+
+
+class AsgiWorker(object):
+    def __init__(self, boot, app):
+        self.boot = boot
+        self.sock = boot.sock
+        self.enc = boot.enc
+        self.app = app
+        self.window = boot.window
+        self.max_payload = boot.enc.max_payload
+        self.heartbeat_s = boot.heartbeat_s
+        self.slot = boot.slot
+        self.hooks = boot.config
+        self.winfo = boot.winfo
+        self.served = 0
+        self.streams = {}
+        self.running = 0
+        self.pending_reqs = collections.deque()
+        self.limit = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000")
+                         or 1000)
+        self.last_sid = 0
+        self.quitting = False
+        self.rbuf = boot.rbuf
+        self.wbuf = b""
+        self.flush_scheduled = False
+        self.writer_on = False
+        self.drain_waiters = []
+        self.state = {}
+        self.loop = None
+        self.loop_id = ""
+        self.done = None
+        self.lifespan = None
+        self._on_frame = self.on_frame
+        self.fd = self.sock.fileno()
+
+    @property
+    def pending(self):
+        return len(self.wbuf)
+
+    # -- output ------------------------------------------------------------------
+    def frame(self, ftype, sid, obj, flags=0):
+        self.enc.frame(ftype, sid, obj, flags)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self):
+        self.flush_scheduled = False
+        data = self.enc.take()
+        if self.wbuf:
+            self.wbuf += data
+            return              # the writer callback is on
+        if not data:
+            return
+        try:
+            n = self.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except (BrokenPipeError, ConnectionResetError):
+            self.channel_closed()
+            return
+        if n < len(data):
+            self.wbuf = data[n:]
+            self.loop.add_writer(self.fd, self.on_writable)
+            self.writer_on = True
+
+    def on_writable(self):
+        try:
+            n = self.sock.send(self.wbuf)
+        except BlockingIOError:
+            return
+        except (BrokenPipeError, ConnectionResetError):
+            self.channel_closed()
+            return
+        self.wbuf = self.wbuf[n:]
+        if not self.wbuf:
+            self.loop.remove_writer(self.fd)
+            self.writer_on = False
+            waiters, self.drain_waiters = self.drain_waiters, []
+            for f in waiters:
+                if not f.done():
+                    f.set_result(None)
+
+    async def drained(self):
+        f = self.loop.create_future()
+        self.drain_waiters.append(f)
+        await f
+
+    # -- input -------------------------------------------------------------------
+    def on_readable(self):
+        try:
+            data = self.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.channel_closed()
+            return
+        self.rbuf += data
+        try:
+            decode_frames(self.rbuf, self._on_frame)
+        except Malformed as e:
+            sys.stderr.write("gateway_worker: malformed frame: %s\n" % e)
+            sys.stderr.flush()
+            self.boot.exit_now(1)
+
+    def channel_closed(self):
+        # The master is gone: exit at once (PROTOCOL.md section 7).
+        self.boot.exit_now(0)
+
+    def on_frame(self, ftype, flags, sid, m):
+        if ftype == REQUEST:
+            if sid <= self.last_sid:
+                raise Malformed("stream id %d not increasing" % sid)
+            self.last_sid = sid
+            st = AStream(self, sid, parse_request(m), bool(flags & F_END))
+            self.streams[sid] = st
+            if self.running < self.limit:
+                self.start(st)
+            else:
+                self.pending_reqs.append(st)
+        elif ftype == BODY:
+            st = self.streams.get(sid)
+            if st is None or st.cancelled:
+                return
+            if st.req_ended:
+                raise Malformed("BODY after END on stream %d" % sid)
+            data = m["data"]
+            if data:
+                data = as_bytes(data)
+                st.buffered += len(data)
+                if st.buffered + st.unreturned > self.window:
+                    raise Malformed("body beyond the window on stream %d"
+                                    % sid)
+                st.body.append(data)
+            if flags & F_END:
+                st.req_ended = True
+            st.wake()
+        elif ftype == WINDOW:
+            st = self.streams.get(sid)
+            if st is not None:
+                st.credit += m["bytes"]
+                if st.credit > 0xFFFFFFFF:
+                    raise Malformed("window overflow on stream %d" % sid)
+                st.wake()
+        elif ftype == CANCEL:
+            st = self.streams.pop(sid, None)
+            if st is not None:
+                st.cancelled = True
+                st.done = True
+                st.wake()
+                if m.get("reason") == "timeout" and st.task is not None:
+                    # --timeout: the request's task is cancelled (the app
+                    # sees http.disconnect first if it is in receive()).
+                    self.loop.call_soon(st.task.cancel)
+                elif st.task is None:
+                    try:
+                        self.pending_reqs.remove(st)
+                    except ValueError:
+                        pass
+        elif ftype == QUIT:
+            if not m.get("graceful", True):
+                self.hooks.call("worker_int", self.winfo)
+                self.boot.exit_now(0)
+            self.quit()
+        elif ftype == HELLO:
+            raise Malformed("second HELLO")
+
+    # -- requests ------------------------------------------------------------------
+    def start(self, st):
+        self.running += 1
+        st.task = self.loop.create_task(self.run_request(st))
+
+    def scope(self, st):
+        method, target, path, query, minor, headers, peer, server, scheme, \
+            cl = st.req
+        raw = path.decode("latin-1")
+        return {
+            "type": "http",
+            "asgi": ASGI_INFO,
+            "http_version": "1.1" if minor else "1.0",
+            "method": method,
+            "scheme": scheme,
+            "path": unquote(raw) if "%" in raw else raw,
+            "raw_path": path,
+            "query_string": query,
+            "root_path": "",
+            "headers": [(n.lower(), v) for n, v in headers],
+            "client": split_hostport(peer) if peer and peer != "unix"
+            else None,
+            "server": split_hostport(server) if server and server != "unix"
+            else None,
+            "state": self.state.copy(),
+            "extensions": {},
+        }
+
+    async def run_request(self, st):
+        hooks = self.hooks
+        req_obj = None
+        if hooks.has_request_hooks:
+            from ._hooks import Request
+            r = st.req
+            req_obj = Request(st.sid, r[0], r[1], r[2], r[3], r[4], r[5],
+                              r[6])
+            hooks.call("pre_request", self.winfo, req_obj)
+        scope = self.scope(st)
+        try:
+            await self.app(scope, st.receive, st.send)
+            if not st.done and not st.cancelled:
+                if not st.head_sent:
+                    raise RuntimeError("the app returned without sending a "
+                                       "response")
+                raise RuntimeError("the app returned before the response "
+                                   "was complete")
+        except asyncio.CancelledError:
+            if not st.cancelled:
+                self.fail(st)
+        except Exception:
+            if not st.cancelled:
+                r = st.req
+                sys.stderr.write("gateway_worker: error handling %s %s\n"
+                                 % (r[0], r[1].decode("latin-1")))
+                traceback.print_exc()
+                sys.stderr.flush()
+                self.fail(st)
+        finally:
+            self.running -= 1
+            if not st.done:
+                st.done = True
+                self.streams.pop(st.sid, None)
+            if req_obj is not None:
+                from ._hooks import Response
+                self.winfo.nr = self.served
+                hooks.call("post_request", self.winfo, req_obj, scope,
+                           Response(st.status, st.headers, st.sent_bytes))
+            while self.pending_reqs and self.running < self.limit:
+                nxt = self.pending_reqs.popleft()
+                if not nxt.cancelled:
+                    self.start(nxt)
+            if self.quitting and not self.streams and self.done is not None \
+                    and not self.done.done():
+                self.done.set_result(None)
+
+    def fail(self, st):
+        if st.done:
+            return
+        if not st.head_sent:
+            st.head_sent = True
+            st.status = 500
+            st.finish()
+            self.frame(RESPONSE, st.sid, {
+                "status": 500, "headers": [(b"content-type", b"text/plain")],
+                "body": b"Internal Server Error\n"}, F_END)
+        else:
+            st.finish()
+            self.frame(CANCEL, st.sid, {"reason": "app-error"})
+
+    # -- lifespan ------------------------------------------------------------------
+    async def lifespan_startup(self):
+        inq = asyncio.Queue()
+        outq = asyncio.Queue()
+        scope = {"type": "lifespan", "asgi": ASGI_INFO, "state": self.state}
+
+        async def receive():
+            return await inq.get()
+
+        async def send(message):
+            await outq.put(message)
+
+        async def run():
+            try:
+                await self.app(scope, receive, send)
+            except BaseException as e:
+                await outq.put({"type": "gateway.lifespan.error", "exc": e})
+                if not isinstance(e, Exception):
+                    raise
+            else:
+                await outq.put({"type": "gateway.lifespan.returned"})
+
+        task = self.loop.create_task(run())
+        self.lifespan = (task, inq, outq, [False])
+        await inq.put({"type": "lifespan.startup"})
+        msg = await outq.get()
+        t = msg["type"]
+        if t == "lifespan.startup.complete":
+            self.lifespan[3][0] = True
+            return None
+        if t == "lifespan.startup.failed":
+            return "lifespan startup failed: %s" % (msg.get("message") or
+                                                    "(no message)")
+        if t == "gateway.lifespan.error":
+            e = msg["exc"]
+            if inq.empty():
+                # The app raised after taking lifespan.startup: its startup
+                # handler failed.
+                sys.stderr.write("gateway_worker: lifespan startup raised:\n")
+                traceback.print_exception(type(e), e, e.__traceback__)
+                sys.stderr.flush()
+                return "lifespan startup raised %s: %s" % (type(e).__name__, e)
+            self.lifespan = None        # lifespan not supported by the app
+            return None
+        self.lifespan = None            # returned without a word: no lifespan
+        return None
+
+    async def lifespan_shutdown(self, timeout):
+        if self.lifespan is None or not self.lifespan[3][0]:
+            return
+        task, inq, outq, _ = self.lifespan
+        await inq.put({"type": "lifespan.shutdown"})
+        try:
+            msg = await asyncio.wait_for(outq.get(), timeout)
+        except asyncio.TimeoutError:
+            sys.stderr.write("gateway_worker: lifespan shutdown did not "
+                             "complete within %.0f s\n" % timeout)
+            return
+        if msg["type"] == "lifespan.shutdown.failed":
+            sys.stderr.write("gateway_worker: lifespan shutdown failed: %s\n"
+                             % msg.get("message", ""))
+        elif msg["type"] == "gateway.lifespan.error":
+            e = msg["exc"]
+            sys.stderr.write("gateway_worker: lifespan shutdown raised:\n")
+            traceback.print_exception(type(e), e, e.__traceback__)
+
+    # -- running -------------------------------------------------------------------
+    def heartbeat(self):
+        tasks = len(asyncio.all_tasks(self.loop)) - self.running - 1
+        self.frame(HEARTBEAT, 0, {"served": self.served,
+                                  "inflight": len(self.streams),
+                                  "tasks": max(0, tasks), "rss": read_rss(),
+                                  "loop": self.loop_id})
+        self.loop.call_later(self.heartbeat_s, self.heartbeat)
+
+    def quit(self):
+        self.quitting = True
+        if not self.streams and self.done is not None \
+                and not self.done.done():
+            self.done.set_result(None)
+
+    async def main(self, ready):
+        """Startup (registry hooks, lifespan, post_worker_init), READY, serve
+        until a graceful QUIT/TERM, shutdown."""
+        loop = self.loop
+        threads = int(os.environ.get("GATEWAY_THREADS", "1") or 1)
+        if threads > 1:
+            import concurrent.futures
+            loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="gw-asgi"))
+            try:
+                import anyio.to_thread
+                anyio.to_thread.current_default_thread_limiter() \
+                    .total_tokens = threads
+            except Exception:
+                pass
+        self.done = loop.create_future()
+        err = await self.boot.run_startup_hooks(loop)
+        if err is None:
+            err = await self.lifespan_startup()
+        if err is not None:
+            self.boot.fatal(err)
+        ready()
+        loop.add_reader(self.fd, self.on_readable)
+        if self.heartbeat_s > 0:
+            loop.call_later(self.heartbeat_s, self.heartbeat)
+        if self.rbuf:
+            decode_frames(self.rbuf, self._on_frame)
+        await self.done
+        loop.remove_reader(self.fd)
+        await self.lifespan_shutdown(10.0)
+        await self.boot.run_shutdown_hooks(loop)
+        self.flush()
+        while self.wbuf:
+            await self.drained()
+
+    def run(self, ready):
+        loop = None
+        if os.environ.get("GATEWAY_LOOP", "auto") in ("auto", "uvloop"):
+            try:
+                import uvloop
+                loop = uvloop.new_event_loop()
+                kind = "uvloop"
+            except ImportError:
+                loop = None
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            kind = "asyncio"
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        self.loop_id = "%s:%d:%x" % (kind, os.getpid(), id(loop))
+        self.winfo.loop = loop
+        self.sock.setblocking(False)
+        import signal
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self.quit)
+        except (NotImplementedError, RuntimeError):
+            pass
+        try:
+            loop.run_until_complete(self.main(ready))
+        finally:
+            pass
+        return 0

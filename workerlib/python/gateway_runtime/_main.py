@@ -1,0 +1,287 @@
+"""Entry point of the Python runtime (see gateway/pyrt.c for how the master
+starts it). GATEWAY_MODE selects what this process is:
+
+  worker  the channel is on fd 3: handshake, load the app, run hooks, READY,
+          serve (WSGI or ASGI) until QUIT/TERM.
+  check   load the app and pick the interface, print one line on failure,
+          exit 0/1. Run by the master before it forks anything.
+  zygote  --preload: load the app once, freeze the collector, then fork
+          workers on the master's request (see _zygote.py).
+"""
+
+import gc
+import os
+import signal
+import socket
+import sys
+import traceback
+
+from . import _app, _hooks, _proto
+import gateway_runtime
+
+
+class Boot(object):
+    """What a worker knows once it has its channel: the socket, the HELLO
+    settings, the config hooks, and how to fail cleanly."""
+
+    def __init__(self, fd, config, app=None):
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(True)
+        self.rbuf = bytearray()
+        self.enc = _proto.Encoder()
+        self.config = config
+        self.app = app
+        self.slot = int(os.environ.get("GATEWAY_WORKER_SLOT", "0") or 0)
+        self.window = 262144
+        self.heartbeat_s = 0.0
+        self.winfo = _hooks.WorkerInfo(self.slot)
+        self.master = _hooks.MasterInfo(os.getppid())
+
+    # -- failing -----------------------------------------------------------------
+    def fatal(self, message, code=_proto.EXIT_STARTUP):
+        """ERROR frame with one line, the same line on stderr, exit(code)."""
+        line = _proto.one_line(message)
+        try:
+            self.enc.frame(_proto.ERROR, 0, {"message": line, "code": code})
+            self.sock.setblocking(True)
+            self.sock.sendall(self.enc.take())
+        except Exception:
+            pass
+        sys.stderr.write("gateway_worker: %s\n" % line)
+        self.exit_now(code)
+
+    def exit_now(self, code):
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os._exit(code)
+
+    # -- handshake -----------------------------------------------------------------
+    def handshake(self):
+        while True:
+            got = _proto.parse_hello(self.rbuf)
+            if got is not None:
+                m, rest = got
+                self.rbuf = bytearray(rest)
+                break
+            data = self.sock.recv(65536)
+            if not data:
+                raise _proto.ChannelClosed()
+            self.rbuf += data
+        if m.get("version") != _proto.VERSION:
+            self.fatal("protocol version %s not supported" % m.get("version"),
+                       _proto.EXIT_CONFIG)
+        self.slot = m.get("slot", self.slot)
+        self.winfo.slot = self.winfo.age = self.slot
+        self.window = m.get("window", 262144) or 262144
+        mp = m.get("max_payload", _proto.CAP)
+        self.enc.max_payload = _proto.CAP if (mp == 0 or mp > _proto.CAP) \
+            else mp
+        self.heartbeat_s = (m.get("heartbeat_ms", 0) or 0) / 1000.0
+
+    def ready(self, loop_id):
+        self.winfo.booted = True
+        self.enc.frame(_proto.READY, 0, {"version": _proto.VERSION,
+                                         "pid": os.getpid(),
+                                         "runtime": "python",
+                                         "loop": loop_id})
+        self.sock.sendall(self.enc.take()) if self.sock.getblocking() \
+            else _send_all_nonblocking(self.sock, self.enc.take())
+
+    # -- hooks -----------------------------------------------------------------------
+    def run_startup_hooks_sync(self):
+        """Registry startup hooks then post_worker_init; returns an error
+        line or None."""
+        for fn in list(_hooks.startup_hooks):
+            try:
+                _hooks.run_sync_or_async(fn)
+            except Exception as e:
+                traceback.print_exc()
+                return "startup hook %s raised %s: %s" % (
+                    getattr(fn, "__qualname__", fn), type(e).__name__, e)
+        try:
+            self.config.call_fatal("post_worker_init", self.winfo)
+        except Exception as e:
+            traceback.print_exc()
+            return "post_worker_init raised %s: %s" % (type(e).__name__, e)
+        return None
+
+    async def run_startup_hooks(self, loop):
+        for fn in list(_hooks.startup_hooks):
+            try:
+                r = _hooks.run_sync_or_async(fn, loop)
+                if r is not None:
+                    await r
+            except Exception as e:
+                traceback.print_exc()
+                return "startup hook %s raised %s: %s" % (
+                    getattr(fn, "__qualname__", fn), type(e).__name__, e)
+        try:
+            self.config.call_fatal("post_worker_init", self.winfo)
+        except Exception as e:
+            traceback.print_exc()
+            return "post_worker_init raised %s: %s" % (type(e).__name__, e)
+        return None
+
+    def run_shutdown_hooks_sync(self):
+        for fn in list(_hooks.shutdown_hooks):
+            try:
+                _hooks.run_sync_or_async(fn)
+            except Exception:
+                sys.stderr.write("gateway_worker: shutdown hook raised:\n")
+                traceback.print_exc()
+
+    async def run_shutdown_hooks(self, loop):
+        for fn in list(_hooks.shutdown_hooks):
+            try:
+                r = _hooks.run_sync_or_async(fn, loop)
+                if r is not None:
+                    await r
+            except Exception:
+                sys.stderr.write("gateway_worker: shutdown hook raised:\n")
+                traceback.print_exc()
+
+
+def _send_all_nonblocking(sock, data):
+    sock.setblocking(True)
+    try:
+        sock.sendall(data)
+    finally:
+        sock.setblocking(False)
+
+
+def load_config():
+    cfg = _hooks.Config()
+    try:
+        cfg.load()
+    except Exception as e:
+        traceback.print_exc()
+        raise _app.AppError("config module %s raised %s: %s"
+                            % (cfg.path, type(e).__name__, e))
+    return cfg
+
+
+def load(spec):
+    """(app, interface) or raise AppError."""
+    app = _app.load_app(spec)
+    iface = _app.pick_interface(app, os.environ.get("GATEWAY_INTERFACE",
+                                                    "auto"))
+    return app, iface
+
+
+def serve(boot, app, iface):
+    """Run one worker until it exits; returns the exit status."""
+    on_abort = lambda signum, frame: _abort(boot)   # noqa: E731
+    signal.signal(signal.SIGABRT, on_abort)
+    gateway_runtime._info.update(slot=boot.slot, pid=os.getpid(),
+                                 interface=iface)
+    boot.winfo.interface = iface
+    if iface == "asgi":
+        from ._asgi import AsgiWorker
+        w = AsgiWorker(boot, app)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        def ready():
+            gateway_runtime._info["loop"] = w.loop_id
+            boot.ready(w.loop_id)
+        code = w.run(ready)
+    else:
+        from ._wsgi import WsgiWorker, Quit
+        w = WsgiWorker(boot, app)
+
+        def on_term(signum, frame):
+            w.quitting = True
+            if w.idle:
+                raise Quit()
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        err = boot.run_startup_hooks_sync()
+        if err is not None:
+            boot.fatal(err)
+        gateway_runtime._info["loop"] = w.loop_id
+        boot.ready(w.loop_id)
+        try:
+            code = w.run()
+        except _proto.Malformed as e:
+            sys.stderr.write("gateway_worker: malformed frame: %s\n" % e)
+            code = 1
+        if code == 0:
+            boot.run_shutdown_hooks_sync()
+    boot.config.call("worker_exit", boot.master, boot.winfo)
+    return code
+
+
+def _abort(boot):
+    # SIGABRT from the master's watchdog (WORKER TIMEOUT): Gunicorn's
+    # worker_abort hook, then die of the signal.
+    boot.config.call("worker_abort", boot.winfo)
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    signal.signal(signal.SIGABRT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGABRT)
+
+
+def worker_main(fd, config, app=None, iface=None):
+    """A worker: channel on fd. app/iface are given when preloaded."""
+    boot = Boot(fd, config, app)
+    config.call("post_fork", boot.master, boot.winfo)
+    try:
+        boot.handshake()
+    except (_proto.ChannelClosed, ConnectionResetError):
+        boot.exit_now(0)
+    except _proto.Malformed as e:
+        sys.stderr.write("gateway_worker: malformed HELLO: %s\n" % e)
+        boot.exit_now(1)
+    if app is None:
+        try:
+            app, iface = load(os.environ.get("GATEWAY_APP", ""))
+        except _app.AppError as e:
+            boot.fatal(str(e))
+        except BaseException as e:
+            traceback.print_exc()
+            boot.fatal("cannot load app %r: %s: %s"
+                       % (os.environ.get("GATEWAY_APP", ""),
+                          type(e).__name__, e))
+    try:
+        code = serve(boot, app, iface)
+    except _proto.ChannelClosed:
+        code = 0
+    try:
+        boot.sock.setblocking(False)
+        while boot.sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    boot.exit_now(code)
+
+
+def main():
+    mode = os.environ.get("GATEWAY_MODE", "worker")
+    _app.setup_path()
+    try:
+        config = load_config()
+    except _app.AppError as e:
+        sys.stderr.write("%s\n" % e if mode == "check"
+                         else "gateway_worker: %s\n" % e)
+        os._exit(1 if mode == "check" else _proto.EXIT_STARTUP)
+    if mode == "check":
+        try:
+            load(os.environ.get("GATEWAY_APP", ""))
+        except _app.AppError as e:
+            sys.stderr.write("%s" % _proto.one_line(e))
+            os._exit(1)
+        except BaseException as e:
+            sys.stderr.write("cannot load app: %s: %s"
+                             % (type(e).__name__, _proto.one_line(e)))
+            os._exit(1)
+        os._exit(0)
+    fd = int(os.environ.get("GATEWAY_CHANNEL_FD", "3"))
+    if mode == "zygote":
+        from ._zygote import zygote_main
+        zygote_main(fd, config)
+        os._exit(0)
+    worker_main(fd, config)

@@ -1,0 +1,543 @@
+"""The WSGI worker (PEP 3333): one request at a time, in arrival order, on
+the process's main thread, with the channel read by select().
+
+Batching: every whole frame read from the channel is decoded at once, the
+requests run back to back and the responses leave in one write when no
+request is waiting. The request body streams: wsgi.input pulls BODY frames
+from the channel as the app reads, and returns window credit as it goes.
+"""
+
+import os
+import select
+import sys
+import time
+import traceback
+from urllib.parse import unquote_to_bytes
+
+from ._proto import (BODY, CANCEL, F_END, HEARTBEAT, MAX_DATA, QUIT, REQUEST,
+                     RESPONSE, RESP_BODY, WINDOW, HELLO, ChannelClosed,
+                     Malformed, as_bytes, decode_frames, parse_request,
+                     read_rss)
+
+
+class Quit(Exception):
+    pass
+
+
+class Stream(object):
+    __slots__ = ("sid", "req", "body", "buffered", "req_ended", "cancelled",
+                 "credit", "unreturned", "done")
+
+    def __init__(self, sid, req, credit, ended):
+        self.sid = sid
+        self.req = req
+        self.body = []          # BODY data not yet read by the app
+        self.buffered = 0
+        self.req_ended = ended
+        self.cancelled = False
+        self.credit = credit    # our send window for the response
+        self.unreturned = 0     # body bytes the app consumed, credit not yet returned
+        self.done = False       # response direction ended
+
+
+class FileWrapper(object):
+    """wsgi.file_wrapper: iterates a file-like object in blocks."""
+
+    def __init__(self, filelike, blksize=65536):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        n = self.blksize
+        while True:
+            data = read(n)
+            if not data:
+                return
+            yield data
+
+
+class Input(object):
+    """wsgi.input: the request body as it arrives (read, readline,
+    readlines, iteration). Reads block on the channel; meanwhile other
+    frames (new requests, window updates, cancels) are handled."""
+
+    __slots__ = ("w", "st", "buf", "pos", "left")
+
+    def __init__(self, worker, st, length):
+        self.w = worker
+        self.st = st
+        self.buf = b""
+        self.pos = 0
+        self.left = length      # -1: until the end (chunked)
+
+    def _fill(self):
+        """Move the next piece of body into self.buf; False at the end."""
+        st = self.st
+        w = self.w
+        while not st.body:
+            if st.req_ended or st.cancelled:
+                return False
+            w.read_some(None)
+        data = st.body.pop(0)
+        st.buffered -= len(data)
+        st.unreturned += len(data)
+        if st.unreturned >= (w.window >> 1) or (st.req_ended and not st.body):
+            if not st.done and not st.cancelled:
+                w.enc.frame(WINDOW, st.sid, {"bytes": st.unreturned})
+            st.unreturned = 0
+        self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) \
+            else data
+        self.pos = 0
+        return True
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            parts = [self.buf[self.pos:]]
+            self.buf, self.pos = b"", 0
+            while self._fill():
+                parts.append(self.buf)
+                self.buf = b""
+            return b"".join(parts)
+        while len(self.buf) - self.pos < size and self._fill():
+            pass
+        out = self.buf[self.pos:self.pos + size]
+        self.pos += len(out)
+        return out
+
+    def readline(self, size=-1):
+        while True:
+            i = self.buf.find(b"\n", self.pos)
+            if i >= 0:
+                end = i + 1
+                break
+            if size is not None and 0 <= size <= len(self.buf) - self.pos:
+                end = self.pos + size
+                break
+            if not self._fill():
+                end = len(self.buf)
+                break
+        if size is not None and size >= 0:
+            end = min(end, self.pos + size)
+        out = self.buf[self.pos:end]
+        self.pos = end
+        return out
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                break
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self):
+        pass
+
+
+class Errors(object):
+    """wsgi.errors: lines into the worker's stderr, which is the gateway's
+    error log."""
+
+    def write(self, s):
+        sys.stderr.write(s)
+
+    def writelines(self, seq):
+        for s in seq:
+            sys.stderr.write(s)
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+_ERRORS = Errors()
+
+
+class WsgiWorker(object):
+    def __init__(self, boot, app):
+        self.boot = boot
+        self.sock = boot.sock
+        self.enc = boot.enc
+        self.app = app
+        self.window = boot.window
+        self.max_payload = boot.enc.max_payload
+        self.heartbeat_s = boot.heartbeat_s
+        self.next_hb = None
+        self.slot = boot.slot
+        self.served = 0
+        self.streams = {}
+        self.queue = []
+        self.last_sid = 0
+        self.quitting = False
+        self.idle = False
+        self.rbuf = boot.rbuf
+        self.loop_id = "python-wsgi:%d" % os.getpid()
+        self.hooks = boot.config
+        self.winfo = boot.winfo
+        self._on_frame = self.on_frame
+        self.base_env = {
+            "SCRIPT_NAME": "",
+            "wsgi.version": (1, 0),
+            "wsgi.errors": _ERRORS,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+            "gateway.slot": self.slot,
+        }
+
+    # -- channel ---------------------------------------------------------------
+    def flush(self):
+        data = self.enc.take()
+        if data:
+            try:
+                self.sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                raise ChannelClosed()
+
+    def read_some(self, timeout):
+        """Flush, wait up to timeout (None = forever) for input, dispatch
+        every whole frame. Sends heartbeats when due."""
+        self.flush()
+        if self.next_hb is not None:
+            now = time.monotonic()
+            if now >= self.next_hb:
+                self.heartbeat()
+                self.flush()
+                now = time.monotonic()
+            left = max(0.0, self.next_hb - now)
+            timeout = left if timeout is None else min(timeout, left)
+        if timeout != 0:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+            if not r:
+                return
+        try:
+            data = self.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            raise ChannelClosed()
+        self.rbuf += data
+        decode_frames(self.rbuf, self._on_frame)
+
+    def heartbeat(self):
+        self.enc.frame(HEARTBEAT, 0, {"served": self.served,
+                                      "inflight": len(self.streams),
+                                      "tasks": 0, "rss": read_rss(),
+                                      "loop": self.loop_id})
+        self.next_hb = time.monotonic() + self.heartbeat_s
+
+    def on_frame(self, ftype, flags, sid, m):
+        if ftype == REQUEST:
+            if sid <= self.last_sid:
+                raise Malformed("stream id %d not increasing" % sid)
+            self.last_sid = sid
+            st = Stream(sid, parse_request(m), self.window, flags & F_END)
+            self.streams[sid] = st
+            self.queue.append(st)
+        elif ftype == BODY:
+            st = self.streams.get(sid)
+            if st is None or st.cancelled or st.done:
+                return          # closed stream: dropped (PROTOCOL.md 6)
+            if st.req_ended:
+                raise Malformed("BODY after END on stream %d" % sid)
+            data = m["data"]
+            if data:
+                data = as_bytes(data)
+                st.buffered += len(data)
+                if st.buffered + st.unreturned > self.window:
+                    raise Malformed("body beyond the window on stream %d"
+                                    % sid)
+                st.body.append(data)
+            if flags & F_END:
+                st.req_ended = True
+        elif ftype == WINDOW:
+            st = self.streams.get(sid)
+            if st is not None:
+                st.credit += m["bytes"]
+                if st.credit > 0xFFFFFFFF:
+                    raise Malformed("window overflow on stream %d" % sid)
+        elif ftype == CANCEL:
+            st = self.streams.pop(sid, None)
+            if st is not None:
+                st.cancelled = True
+        elif ftype == QUIT:
+            if not m.get("graceful", True):
+                self.hooks.call("worker_int", self.winfo)
+                self.boot.exit_now(0)
+            self.quitting = True
+        elif ftype == HELLO:
+            raise Malformed("second HELLO")
+
+    # -- main loop ---------------------------------------------------------------
+    def run(self):
+        if self.heartbeat_s > 0:
+            self.next_hb = time.monotonic() + self.heartbeat_s
+        if self.rbuf:
+            decode_frames(self.rbuf, self._on_frame)
+        queue = self.queue
+        try:
+            while True:
+                while queue:
+                    st = queue.pop(0)
+                    if not st.cancelled:
+                        self.handle(st)
+                if self.quitting and not self.streams:
+                    self.flush()
+                    return 0
+                self.idle = True
+                try:
+                    self.read_some(None)
+                finally:
+                    self.idle = False
+        except Quit:
+            try:
+                self.flush()
+            except Exception:
+                pass
+            return 0
+
+    # -- one request -------------------------------------------------------------
+    def send_data(self, st, data, end):
+        """RESP_BODY frames for data (after RESPONSE), within the window."""
+        n = len(data)
+        off = 0
+        mv = memoryview(data)
+        enc = self.enc
+        while off < n:
+            while st.credit <= 0 and not st.cancelled:
+                self.read_some(None)
+            if st.cancelled:
+                return
+            k = min(n - off, MAX_DATA, st.credit)
+            st.credit -= k
+            last = end and off + k >= n
+            enc.frame(RESP_BODY, st.sid, {"data": bytes(mv[off:off + k])},
+                      F_END if last else 0)
+            off += k
+            if len(enc.out) > 64:
+                self.flush()
+        if end and n == 0:
+            enc.frame(RESP_BODY, st.sid, {"data": b""}, F_END)
+
+    def handle(self, st):
+        environ = self.environ(st)
+        status = [None, None, False]   # code, headers, head sent
+        sent_bytes = [0]
+        enc = self.enc
+        hooks = self.hooks
+        req_obj = None
+        if hooks.has_request_hooks:
+            from ._hooks import Request
+            r = st.req
+            req_obj = Request(st.sid, r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+            hooks.call("pre_request", self.winfo, req_obj)
+
+        def start_response(st_line, headers, exc_info=None):
+            if exc_info:
+                try:
+                    if status[2]:
+                        raise exc_info[1].with_traceback(exc_info[2])
+                finally:
+                    exc_info = None
+            elif status[0] is not None:
+                raise AssertionError("start_response called twice without "
+                                     "exc_info")
+            try:
+                code = int(str(st_line)[:3])
+            except ValueError:
+                code = 0
+            if not 100 <= code <= 999:
+                raise ValueError("bad status %r" % (st_line,))
+            hs = []
+            for name, value in headers:
+                hs.append((name.encode("latin-1") if name.__class__ is str
+                           else bytes(name),
+                           value.encode("latin-1") if value.__class__ is str
+                           else bytes(value)))
+            status[0] = code
+            status[1] = hs
+            return write
+
+        def send_head(end, body=None):
+            if status[0] is None:
+                raise AssertionError("start_response was not called")
+            m = {"status": status[0], "headers": status[1]}
+            if body:
+                st.credit -= len(body)
+                sent_bytes[0] += len(body)
+                m["body"] = body
+            enc.frame(RESPONSE, st.sid, m, F_END if end else 0)
+            status[2] = True
+
+        def write(data):
+            if st.cancelled:
+                return
+            if not status[2]:
+                send_head(False)
+            sent_bytes[0] += len(data)
+            self.send_data(st, bytes(data), False)
+
+        result = None
+        ok = False
+        try:
+            result = self.app(environ, start_response)
+            fits = min(st.credit, self.max_payload - 4096)
+            if result.__class__ is list and not status[2] \
+                    and len(result) == 1 and len(result[0]) <= fits:
+                send_head(True, bytes(result[0]))
+            elif isinstance(result, (list, tuple)) and not status[2]:
+                body = b"".join(result)
+                if len(body) <= fits:
+                    send_head(True, body)
+                else:
+                    send_head(False)
+                    sent_bytes[0] += len(body)
+                    self.send_data(st, body, True)
+            else:
+                pending = None
+                for chunk in result:
+                    if st.cancelled:
+                        break
+                    if not chunk:
+                        continue
+                    if not status[2]:
+                        if pending is None:
+                            pending = bytes(chunk)
+                            continue
+                        send_head(False)
+                        sent_bytes[0] += len(pending)
+                        self.send_data(st, pending, False)
+                        pending = None
+                    sent_bytes[0] += len(chunk)
+                    self.send_data(st, bytes(chunk), False)
+                if not st.cancelled:
+                    if not status[2]:
+                        if pending is not None and len(pending) > fits:
+                            send_head(False)
+                            sent_bytes[0] += len(pending)
+                            self.send_data(st, pending, True)
+                        else:
+                            send_head(True, pending)
+                    else:
+                        self.send_data(st, b"", True)
+            ok = True
+        except (ChannelClosed, Malformed, Quit):
+            raise
+        except Exception:
+            r = st.req
+            sys.stderr.write("gateway_worker: error handling %s %s\n"
+                             % (r[0], r[1].decode("latin-1")))
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    traceback.print_exc()
+                    ok = False
+        if not ok and not st.cancelled:
+            if not status[2]:
+                body = b"Internal Server Error\n"
+                status[0] = 500
+                status[1] = [(b"Content-Type", b"text/plain")]
+                enc.frame(RESPONSE, st.sid, {
+                    "status": 500, "headers": status[1], "body": body}, F_END)
+            else:
+                enc.frame(CANCEL, st.sid, {"reason": "app-error"})
+        st.done = True
+        self.streams.pop(st.sid, None)
+        self.served += 1
+        if req_obj is not None:
+            from ._hooks import Response
+            self.winfo.nr = self.served
+            hooks.call("post_request", self.winfo, req_obj, environ,
+                       Response(status[0] or 0, status[1], sent_bytes[0]))
+        if self.next_hb is not None and time.monotonic() >= self.next_hb:
+            self.heartbeat()
+        if not self.queue:
+            self.flush()
+
+    def environ(self, st):
+        method, target, path, query, minor, headers, peer, server, scheme, \
+            cl = st.req
+        host, _, port = server.rpartition(":")
+        if not _:
+            host, port = server, ""
+        phost, _, pport = peer.rpartition(":")
+        if not _:
+            phost, pport = peer, ""
+        env = self.base_env.copy()
+        env["REQUEST_METHOD"] = method
+        env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path
+                            else path).decode("latin-1")
+        env["QUERY_STRING"] = query.decode("latin-1")
+        env["RAW_URI"] = target.decode("latin-1")
+        env["SERVER_NAME"] = host.strip("[]") or "localhost"
+        env["SERVER_PORT"] = port or ("443" if scheme == "https" else "80")
+        env["SERVER_PROTOCOL"] = "HTTP/1.1" if minor else "HTTP/1.0"
+        env["REMOTE_ADDR"] = phost.strip("[]")
+        env["REMOTE_PORT"] = pport
+        env["wsgi.url_scheme"] = scheme
+        if cl > 0:
+            env["CONTENT_LENGTH"] = str(cl)
+        if st.req_ended and not st.body:
+            env["wsgi.input"] = _EMPTY_INPUT
+        else:
+            env["wsgi.input"] = Input(self, st, cl)
+        for name, value in headers:
+            key = name.decode("latin-1").upper().replace("-", "_")
+            value = value.decode("latin-1")
+            if key == "CONTENT_TYPE":
+                env["CONTENT_TYPE"] = value
+                continue
+            if key == "CONTENT_LENGTH":
+                continue    # content_length and the body are authoritative
+            if b"_" in name:
+                continue    # ambiguous with '-': dropped, as Gunicorn does
+            key = "HTTP_" + key
+            if key in env:
+                env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
+            else:
+                env[key] = value
+        return env
+
+
+class _EmptyInput(object):
+    def read(self, size=-1):
+        return b""
+
+    def readline(self, size=-1):
+        return b""
+
+    def readlines(self, hint=-1):
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def close(self):
+        pass
+
+
+_EMPTY_INPUT = _EmptyInput()
