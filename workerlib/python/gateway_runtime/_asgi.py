@@ -21,10 +21,8 @@ import time
 import traceback
 from urllib.parse import unquote
 
-from ._proto import (BODY, CANCEL, F_END, HEARTBEAT, MAX_DATA, QUIT, REQUEST,
-                     RESPONSE, RESP_BODY, WINDOW, HELLO, ChannelClosed,
-                     Malformed, as_bytes, decode_frames, parse_request,
-                     read_rss, split_hostport)
+from ._proto import (BODY, CANCEL, F_END, MAX_DATA, QUIT, REQUEST, RESP_BODY,
+                     WINDOW, HELLO, Malformed, codec, read_rss, split_hostport)
 
 ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 4 << 20          # queued output bytes before send() waits
@@ -97,7 +95,7 @@ class AStream(object):
         if self.unreturned >= (w.window >> 1) or (self.req_ended
                                                   and not self.body):
             if not self.done and not self.cancelled:
-                w.frame(WINDOW, self.sid, {"bytes": self.unreturned})
+                w.put(codec.window(self.sid, self.unreturned))
             self.unreturned = 0
 
     async def send(self, message):
@@ -108,9 +106,7 @@ class AStream(object):
             self.started = True
             self.status = int(message["status"])
             hs = message.get("headers") or []
-            self.headers = [(n if n.__class__ is bytes else bytes(n),
-                             v if v.__class__ is bytes else bytes(v))
-                            for n, v in hs]
+            self.headers = hs
             return
         if t != "http.response.body":
             if t == "http.response.trailers":
@@ -131,16 +127,14 @@ class AStream(object):
             self.head_sent = True
             n = len(body)
             if not more and n <= self.credit and n <= w.max_payload - 4096:
-                m = {"status": self.status, "headers": self.headers}
-                if n:
-                    m["body"] = body
-                    self.credit -= n
-                    self.sent_bytes += n
+                self.credit -= n
+                self.sent_bytes += n
                 self.finish()
-                w.frame(RESPONSE, self.sid, m, F_END)
+                w.put(codec.response(self.sid, self.status, self.headers,
+                                     body, True))
                 return
-            w.frame(RESPONSE, self.sid, {"status": self.status,
-                                         "headers": self.headers})
+            w.put(codec.response(self.sid, self.status, self.headers, None,
+                                 False))
         await self.send_data(body, not more)
         if w.pending > HIGH_WATER:
             await w.drained()
@@ -162,12 +156,11 @@ class AStream(object):
             piece = data if (off == 0 and k == n) else bytes(mv[off:off + k])
             if last:
                 self.finish()
-            w.frame(RESP_BODY, self.sid, {"data": piece},
-                    F_END if last else 0)
+            w.put(codec.data_frame(RESP_BODY, self.sid, piece, last))
             off += k
         if end and n == 0:
             self.finish()
-            w.frame(RESP_BODY, self.sid, {"data": b""}, F_END)
+            w.put(codec.data_frame(RESP_BODY, self.sid, b"", True))
 
     def finish(self):
         self.done = True
@@ -182,6 +175,7 @@ class AsgiWorker(object):
         self.boot = boot
         self.sock = boot.sock
         self.enc = boot.enc
+        self.out = boot.enc.out
         self.app = app
         self.window = boot.window
         self.max_payload = boot.enc.max_payload
@@ -208,22 +202,24 @@ class AsgiWorker(object):
         self.done = None
         self.lifespan = None
         self._on_frame = self.on_frame
-        self.fd = self.sock.fileno()
+        self.fd = self.sock.fileno() if self.sock is not None else -1
 
     @property
     def pending(self):
         return len(self.wbuf)
 
     # -- output ------------------------------------------------------------------
-    def frame(self, ftype, sid, obj, flags=0):
-        self.enc.frame(ftype, sid, obj, flags)
+    def put(self, frame):
+        self.out.append(frame)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 
     def flush(self):
         self.flush_scheduled = False
-        data = self.enc.take()
+        out = self.out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         if self.wbuf:
             self.wbuf += data
             return              # the writer callback is on
@@ -275,8 +271,10 @@ class AsgiWorker(object):
             self.channel_closed()
             return
         self.rbuf += data
+        on_frame = self._on_frame
         try:
-            decode_frames(self.rbuf, self._on_frame)
+            for fr in codec.decode(self.rbuf, Malformed):
+                on_frame(fr)
         except Malformed as e:
             sys.stderr.write("gateway_worker: malformed frame: %s\n" % e)
             sys.stderr.flush()
@@ -286,12 +284,14 @@ class AsgiWorker(object):
         # The master is gone: exit at once (PROTOCOL.md section 7).
         self.boot.exit_now(0)
 
-    def on_frame(self, ftype, flags, sid, m):
+    def on_frame(self, fr):
+        ftype = fr[0]
+        sid = fr[2]
         if ftype == REQUEST:
             if sid <= self.last_sid:
                 raise Malformed("stream id %d not increasing" % sid)
             self.last_sid = sid
-            st = AStream(self, sid, parse_request(m), bool(flags & F_END))
+            st = AStream(self, sid, fr, bool(fr[1] & F_END))
             self.streams[sid] = st
             if self.running < self.limit:
                 self.start(st)
@@ -303,21 +303,20 @@ class AsgiWorker(object):
                 return
             if st.req_ended:
                 raise Malformed("BODY after END on stream %d" % sid)
-            data = m["data"]
+            data = fr[3]
             if data:
-                data = as_bytes(data)
                 st.buffered += len(data)
                 if st.buffered + st.unreturned > self.window:
                     raise Malformed("body beyond the window on stream %d"
                                     % sid)
                 st.body.append(data)
-            if flags & F_END:
+            if fr[1] & F_END:
                 st.req_ended = True
             st.wake()
         elif ftype == WINDOW:
             st = self.streams.get(sid)
             if st is not None:
-                st.credit += m["bytes"]
+                st.credit += fr[3]
                 if st.credit > 0xFFFFFFFF:
                     raise Malformed("window overflow on stream %d" % sid)
                 st.wake()
@@ -327,7 +326,7 @@ class AsgiWorker(object):
                 st.cancelled = True
                 st.done = True
                 st.wake()
-                if m.get("reason") == "timeout" and st.task is not None:
+                if fr[3] == "timeout" and st.task is not None:
                     # --timeout: the request's task is cancelled (the app
                     # sees http.disconnect first if it is in receive()).
                     self.loop.call_soon(st.task.cancel)
@@ -337,7 +336,7 @@ class AsgiWorker(object):
                     except ValueError:
                         pass
         elif ftype == QUIT:
-            if not m.get("graceful", True):
+            if not fr[3]:
                 self.hooks.call("worker_int", self.winfo)
                 self.boot.exit_now(0)
             self.quit()
@@ -351,7 +350,7 @@ class AsgiWorker(object):
 
     def scope(self, st):
         method, target, path, query, minor, headers, peer, server, scheme, \
-            cl = st.req
+            cl = st.req[3:13]
         raw = path.decode("latin-1")
         return {
             "type": "http",
@@ -363,7 +362,7 @@ class AsgiWorker(object):
             "raw_path": path,
             "query_string": query,
             "root_path": "",
-            "headers": [(n.lower(), v) for n, v in headers],
+            "headers": codec.asgi_headers(headers),
             "client": split_hostport(peer) if peer and peer != "unix"
             else None,
             "server": split_hostport(server) if server and server != "unix"
@@ -378,8 +377,8 @@ class AsgiWorker(object):
         if hooks.has_request_hooks:
             from ._hooks import Request
             r = st.req
-            req_obj = Request(st.sid, r[0], r[1], r[2], r[3], r[4], r[5],
-                              r[6])
+            req_obj = Request(st.sid, r[3], r[4], r[5], r[6], r[7], r[8],
+                              r[9])
             hooks.call("pre_request", self.winfo, req_obj)
         scope = self.scope(st)
         try:
@@ -397,7 +396,7 @@ class AsgiWorker(object):
             if not st.cancelled:
                 r = st.req
                 sys.stderr.write("gateway_worker: error handling %s %s\n"
-                                 % (r[0], r[1].decode("latin-1")))
+                                 % (r[3], r[4].decode("latin-1")))
                 traceback.print_exc()
                 sys.stderr.flush()
                 self.fail(st)
@@ -426,12 +425,12 @@ class AsgiWorker(object):
             st.head_sent = True
             st.status = 500
             st.finish()
-            self.frame(RESPONSE, st.sid, {
-                "status": 500, "headers": [(b"content-type", b"text/plain")],
-                "body": b"Internal Server Error\n"}, F_END)
+            self.put(codec.response(st.sid, 500,
+                                    [(b"content-type", b"text/plain")],
+                                    b"Internal Server Error\n", True))
         else:
             st.finish()
-            self.frame(CANCEL, st.sid, {"reason": "app-error"})
+            self.put(codec.cancel(st.sid, "app-error"))
 
     # -- lifespan ------------------------------------------------------------------
     async def lifespan_startup(self):
@@ -502,10 +501,8 @@ class AsgiWorker(object):
     # -- running -------------------------------------------------------------------
     def heartbeat(self):
         tasks = len(asyncio.all_tasks(self.loop)) - self.running - 1
-        self.frame(HEARTBEAT, 0, {"served": self.served,
-                                  "inflight": len(self.streams),
-                                  "tasks": max(0, tasks), "rss": read_rss(),
-                                  "loop": self.loop_id})
+        self.put(codec.heartbeat(self.served, len(self.streams),
+                                 max(0, tasks), read_rss(), self.loop_id))
         self.loop.call_later(self.heartbeat_s, self.heartbeat)
 
     def quit(self):
@@ -540,7 +537,8 @@ class AsgiWorker(object):
         if self.heartbeat_s > 0:
             loop.call_later(self.heartbeat_s, self.heartbeat)
         if self.rbuf:
-            decode_frames(self.rbuf, self._on_frame)
+            for fr in codec.decode(self.rbuf, Malformed):
+                self.on_frame(fr)
         await self.done
         loop.remove_reader(self.fd)
         await self.lifespan_shutdown(10.0)

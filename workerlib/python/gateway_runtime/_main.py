@@ -246,10 +246,21 @@ def worker_main(fd, config, app=None, iface=None):
             boot.fatal("cannot load app %r: %s: %s"
                        % (os.environ.get("GATEWAY_APP", ""),
                           type(e).__name__, e))
+    prof_path = os.environ.get("GATEWAY_PY_PROFILE")
+    prof = None
+    if prof_path:
+        # Profiling aid (tools/bench): cProfile the worker, dump at exit to
+        # PATH.PID for pstats.
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     try:
         code = serve(boot, app, iface)
     except _proto.ChannelClosed:
         code = 0
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats("%s.%d" % (prof_path, os.getpid()))
     try:
         boot.sock.setblocking(False)
         while boot.sock.recv(65536):

@@ -6,6 +6,7 @@ Self-contained: stdlib + msgpack (Debian's python3-msgpack, C extension).
 """
 
 import struct
+from urllib.parse import unquote_to_bytes
 
 import msgpack
 
@@ -61,69 +62,6 @@ def one_line(s, limit=900):
 _unpackb = msgpack.unpackb
 
 
-def decode_frames(buf, on_frame):
-    """Call on_frame(type, flags, sid, payload_map) for every whole frame at
-    the start of bytearray buf, then delete the consumed bytes. Raises
-    Malformed on anything PROTOCOL.md calls malformed."""
-    pos = 0
-    n = len(buf)
-    unpack_from = HDR.unpack_from
-    try:
-        while n - pos >= 12:
-            ver, ftype, flags, sid, length = unpack_from(buf, pos)
-            if ver != 1:
-                raise Malformed("version %d" % ver)
-            if ftype not in FROM_MASTER:
-                raise Malformed("type %d from master" % ftype)
-            if length == 0 or length > CAP:
-                raise Malformed("length %d" % length)
-            if ftype in CHANNEL_TYPES:
-                if sid != 0:
-                    raise Malformed("stream %d on channel message" % sid)
-            elif sid == 0:
-                raise Malformed("stream 0 on stream message")
-            if flags and (flags & ~F_END or ftype not in END_TYPES):
-                raise Malformed("flags 0x%x on type %d" % (flags, ftype))
-            end = pos + 12 + length
-            if end > n:
-                break
-            try:
-                obj = _unpackb(buf[pos + 12:end], raw=False,
-                               unicode_errors="surrogateescape")
-            except Exception as e:
-                raise Malformed("msgpack: %s" % e)
-            pos = end
-            if obj.__class__ is not dict:
-                raise Malformed("payload is not a map")
-            on_frame(ftype, flags, sid, obj)
-    finally:
-        del buf[:pos]
-
-
-def parse_request(m):
-    """A REQUEST payload -> dict with the fields the front ends use."""
-    try:
-        hs = m["headers"]
-        headers = [(p[0] if p[0].__class__ is bytes else as_bytes(p[0]),
-                    p[1] if p[1].__class__ is bytes else as_bytes(p[1]))
-                   for p in hs]
-        if len(headers) > 1024:
-            raise Malformed("more than 1024 headers")
-        minor = m["http_minor"]
-        if minor not in (0, 1):
-            raise Malformed("http_minor %r" % (minor,))
-        cl = m.get("content_length", 0)
-        if cl < -1:
-            raise Malformed("content_length %d" % cl)
-        return (as_text(m["method"]), as_bytes(m["target"]),
-                as_bytes(m["path"]), as_bytes(m.get("query", b"")), minor,
-                headers, as_text(m.get("peer", "")),
-                as_text(m.get("server", "")), as_text(m.get("scheme", "http")),
-                cl)
-    except (KeyError, IndexError, TypeError, AttributeError) as e:
-        raise Malformed("bad REQUEST: %r" % (e,))
-
-
 def split_hostport(addr):
     """"ip:port", "[ip6]:port" or "unix" -> (host, port-int-or-None)."""
     host, sep, port = addr.rpartition(":")
@@ -150,11 +88,12 @@ class Encoder(object):
         self.out.append(HDR.pack(1, ftype, flags, sid, n) + payload)
 
     def take(self):
-        out = self.out
+        out = self.out      # shared with the workers: cleared in place
         if not out:
             return b""
-        self.out = []
-        return out[0] if len(out) == 1 else b"".join(out)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
 
 
 def parse_hello(buf):
@@ -187,3 +126,217 @@ def read_rss(pagesize=[0]):
             return int(f.read().split()[1]) * pagesize[0]
     except (OSError, ValueError, IndexError):
         return 0
+
+
+# -- the codec API ---------------------------------------------------------------
+# The hot path calls these functions through `codec` (end of this file): the
+# C extension _gwfast (workerlib/python/_gwfast.c, built over proto/gwp.c)
+# when it is built, else these pure-Python reference versions, which
+# tests/unit/test_gwfast.py compares it against.
+
+def decode(buf, malformed=Malformed):
+    """Every whole frame at the start of bytearray buf -> list of tuples
+    (see _gwfast.c); consumed bytes are deleted from buf. Raises
+    malformed(msg), leaving buf untouched, on anything PROTOCOL.md calls
+    malformed."""
+    out = []
+    pos = 0
+    n = len(buf)
+    unpack_from = HDR.unpack_from
+    while n - pos >= 12:
+        ver, ftype, flags, sid, length = unpack_from(buf, pos)
+        if ver != 1:
+            raise malformed("version %d" % ver)
+        if ftype not in FROM_MASTER:
+            raise malformed("type %d from master" % ftype)
+        if length == 0 or length > CAP:
+            raise malformed("length %d" % length)
+        if ftype in CHANNEL_TYPES:
+            if sid != 0:
+                raise malformed("stream %d on channel message" % sid)
+        elif sid == 0:
+            raise malformed("stream 0 on stream message")
+        if flags and (flags & ~F_END or ftype not in END_TYPES):
+            raise malformed("flags 0x%x on type %d" % (flags, ftype))
+        end = pos + 12 + length
+        if end > n:
+            break
+        try:
+            m = _unpackb(buf[pos + 12:end], raw=False,
+                         unicode_errors="surrogateescape")
+        except Exception as e:
+            raise malformed("msgpack: %s" % e)
+        pos = end
+        if m.__class__ is not dict:
+            raise malformed("payload is not a map")
+        try:
+            if ftype == REQUEST:
+                out.append((REQUEST, flags, sid) + _request_fields(m))
+            elif ftype == BODY:
+                out.append((BODY, flags, sid, as_bytes(m["data"])))
+            elif ftype == WINDOW:
+                v = m["bytes"]
+                if v.__class__ is not int or not 0 <= v <= 0xFFFFFFFF:
+                    raise malformed("WINDOW bytes %r" % (v,))
+                out.append((WINDOW, flags, sid, v))
+            elif ftype == CANCEL:
+                out.append((CANCEL, flags, sid, as_text(m.get("reason", ""))))
+            elif ftype == QUIT:
+                g = m["graceful"]
+                if g.__class__ is not bool:
+                    raise malformed("QUIT graceful %r" % (g,))
+                out.append((QUIT, flags, 0, g, m.get("timeout_ms", 0)))
+            else:
+                out.append((HELLO, flags, 0))
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            raise malformed("bad payload of type %d: %r" % (ftype, e))
+        except Malformed as e:
+            raise malformed(str(e))
+    del buf[:pos]
+    return out
+
+
+def _request_fields(m):
+    hs = m["headers"]
+    if len(hs) > 1024:
+        raise Malformed("more than 1024 headers")
+    headers = [(as_bytes(p[0]), as_bytes(p[1])) for p in hs]
+    minor = m["http_minor"]
+    if minor not in (0, 1) or minor.__class__ is not int:
+        raise Malformed("http_minor %r" % (minor,))
+    cl = m.get("content_length", 0)
+    if cl.__class__ is not int or cl < -1:
+        raise Malformed("content_length %r" % (cl,))
+    return (as_text(m["method"]), as_bytes(m["target"]), as_bytes(m["path"]),
+            as_bytes(m.get("query", b"")), minor, headers,
+            as_text(m.get("peer", "")), as_text(m.get("server", "")),
+            as_text(m.get("scheme", "http")), cl)
+
+
+def _split(addr):
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        return addr, ""
+    return host, port
+
+
+def environ(req, base):
+    """PEP 3333 environ for a REQUEST tuple (decode's, fields 3..12)."""
+    method, target, path, query, minor, headers, peer, server, scheme, \
+        cl = req[3:13]
+    env = base.copy()
+    host, port = _split(server)
+    phost, pport = _split(peer)
+    env["REQUEST_METHOD"] = method
+    env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path
+                        else path).decode("latin-1")
+    env["QUERY_STRING"] = query.decode("latin-1")
+    env["RAW_URI"] = target.decode("latin-1")
+    env["SERVER_NAME"] = host.strip("[]") or "localhost"
+    env["SERVER_PORT"] = port or ("443" if scheme == "https" else "80")
+    env["SERVER_PROTOCOL"] = "HTTP/1.1" if minor else "HTTP/1.0"
+    env["REMOTE_ADDR"] = phost.strip("[]")
+    env["REMOTE_PORT"] = pport
+    env["wsgi.url_scheme"] = scheme
+    if cl > 0:
+        env["CONTENT_LENGTH"] = str(cl)
+    for name, value in headers:
+        if b"_" in name:
+            continue    # ambiguous with '-': dropped, as Gunicorn does
+        key = name.decode("latin-1").upper().replace("-", "_")
+        value = value.decode("latin-1")
+        if key == "CONTENT_TYPE":
+            env["CONTENT_TYPE"] = value
+            continue
+        if key == "CONTENT_LENGTH":
+            continue    # content_length and the body are authoritative
+        key = "HTTP_" + key
+        if key in env:
+            env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
+        else:
+            env[key] = value
+    return env
+
+
+def asgi_headers(headers):
+    return [(n.lower(), v) for n, v in headers]
+
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def _hb(v):
+    if v.__class__ is bytes:
+        return v
+    if isinstance(v, str):
+        return v.encode("latin-1")
+    return bytes(v)
+
+
+def _frame(ftype, flags, sid, payload):
+    n = len(payload)
+    if n > CAP:
+        raise ValueError("payload of %d bytes exceeds the cap" % n)
+    return HDR.pack(1, ftype, flags, sid, n) + payload
+
+
+def response(sid, status, headers, body, end):
+    m = {"status": status, "headers": [(_hb(n), _hb(v)) for n, v in headers]}
+    if body:
+        m["body"] = body
+    return _frame(RESPONSE, F_END if end else 0, sid, _pack(m))
+
+
+def data_frame(ftype, sid, data, end):
+    return _frame(ftype, F_END if end else 0, sid, _pack({"data": data}))
+
+
+def window(sid, n):
+    return _frame(WINDOW, 0, sid, _pack({"bytes": n}))
+
+
+def cancel(sid, reason):
+    return _frame(CANCEL, 0, sid, _pack({"reason": reason}))
+
+
+def heartbeat(served, inflight, tasks, rss, loop):
+    return _frame(HEARTBEAT, 0, 0, _pack({"served": served,
+                                          "inflight": inflight,
+                                          "tasks": tasks, "rss": rss,
+                                          "loop": loop}))
+
+
+class _PureCodec(object):
+    """The pure-Python codec, as an object with the extension's API."""
+    name = "python"
+    decode = staticmethod(decode)
+    environ = staticmethod(environ)
+    asgi_headers = staticmethod(asgi_headers)
+    response = staticmethod(response)
+    data_frame = staticmethod(data_frame)
+    window = staticmethod(window)
+    cancel = staticmethod(cancel)
+    heartbeat = staticmethod(heartbeat)
+
+
+def _load_codec():
+    import os
+    import sys
+    if os.environ.get("GATEWAY_PY_CODEC", "auto") == "python":
+        return _PureCodec
+    here = os.path.dirname(os.path.abspath(__file__))
+    ext_dir = os.path.normpath(os.path.join(here, "..", "..", "..", "build",
+                                            "python"))
+    if ext_dir not in sys.path:
+        sys.path.append(ext_dir)
+    try:
+        import _gwfast
+    except ImportError:
+        if os.environ.get("GATEWAY_PY_CODEC") == "c":
+            raise
+        return _PureCodec
+    _gwfast.name = "c"
+    return _gwfast
+
+
+codec = _load_codec()

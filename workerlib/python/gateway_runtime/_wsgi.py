@@ -12,12 +12,9 @@ import select
 import sys
 import time
 import traceback
-from urllib.parse import unquote_to_bytes
 
-from ._proto import (BODY, CANCEL, F_END, HEARTBEAT, MAX_DATA, QUIT, REQUEST,
-                     RESPONSE, RESP_BODY, WINDOW, HELLO, ChannelClosed,
-                     Malformed, as_bytes, decode_frames, parse_request,
-                     read_rss)
+from ._proto import (BODY, CANCEL, F_END, MAX_DATA, QUIT, REQUEST, RESP_BODY,
+                     WINDOW, HELLO, ChannelClosed, Malformed, codec, read_rss)
 
 
 class Quit(Exception):
@@ -86,7 +83,7 @@ class Input(object):
         st.unreturned += len(data)
         if st.unreturned >= (w.window >> 1) or (st.req_ended and not st.body):
             if not st.done and not st.cancelled:
-                w.enc.frame(WINDOW, st.sid, {"bytes": st.unreturned})
+                w.out.append(codec.window(st.sid, st.unreturned))
             st.unreturned = 0
         self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) \
             else data
@@ -174,6 +171,7 @@ class WsgiWorker(object):
         self.boot = boot
         self.sock = boot.sock
         self.enc = boot.enc
+        self.out = boot.enc.out
         self.app = app
         self.window = boot.window
         self.max_payload = boot.enc.max_payload
@@ -205,8 +203,10 @@ class WsgiWorker(object):
 
     # -- channel ---------------------------------------------------------------
     def flush(self):
-        data = self.enc.take()
-        if data:
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
             try:
                 self.sock.sendall(data)
             except (BrokenPipeError, ConnectionResetError):
@@ -237,21 +237,23 @@ class WsgiWorker(object):
         if not data:
             raise ChannelClosed()
         self.rbuf += data
-        decode_frames(self.rbuf, self._on_frame)
+        on_frame = self._on_frame
+        for fr in codec.decode(self.rbuf, Malformed):
+            on_frame(fr)
 
     def heartbeat(self):
-        self.enc.frame(HEARTBEAT, 0, {"served": self.served,
-                                      "inflight": len(self.streams),
-                                      "tasks": 0, "rss": read_rss(),
-                                      "loop": self.loop_id})
+        self.out.append(codec.heartbeat(self.served, len(self.streams), 0,
+                                        read_rss(), self.loop_id))
         self.next_hb = time.monotonic() + self.heartbeat_s
 
-    def on_frame(self, ftype, flags, sid, m):
+    def on_frame(self, fr):
+        ftype = fr[0]
+        sid = fr[2]
         if ftype == REQUEST:
             if sid <= self.last_sid:
                 raise Malformed("stream id %d not increasing" % sid)
             self.last_sid = sid
-            st = Stream(sid, parse_request(m), self.window, flags & F_END)
+            st = Stream(sid, fr, self.window, fr[1] & F_END)
             self.streams[sid] = st
             self.queue.append(st)
         elif ftype == BODY:
@@ -260,20 +262,19 @@ class WsgiWorker(object):
                 return          # closed stream: dropped (PROTOCOL.md 6)
             if st.req_ended:
                 raise Malformed("BODY after END on stream %d" % sid)
-            data = m["data"]
+            data = fr[3]
             if data:
-                data = as_bytes(data)
                 st.buffered += len(data)
                 if st.buffered + st.unreturned > self.window:
                     raise Malformed("body beyond the window on stream %d"
                                     % sid)
                 st.body.append(data)
-            if flags & F_END:
+            if fr[1] & F_END:
                 st.req_ended = True
         elif ftype == WINDOW:
             st = self.streams.get(sid)
             if st is not None:
-                st.credit += m["bytes"]
+                st.credit += fr[3]
                 if st.credit > 0xFFFFFFFF:
                     raise Malformed("window overflow on stream %d" % sid)
         elif ftype == CANCEL:
@@ -281,7 +282,7 @@ class WsgiWorker(object):
             if st is not None:
                 st.cancelled = True
         elif ftype == QUIT:
-            if not m.get("graceful", True):
+            if not fr[3]:
                 self.hooks.call("worker_int", self.winfo)
                 self.boot.exit_now(0)
             self.quitting = True
@@ -293,7 +294,8 @@ class WsgiWorker(object):
         if self.heartbeat_s > 0:
             self.next_hb = time.monotonic() + self.heartbeat_s
         if self.rbuf:
-            decode_frames(self.rbuf, self._on_frame)
+            for fr in codec.decode(self.rbuf, Malformed):
+                self.on_frame(fr)
         queue = self.queue
         try:
             while True:
@@ -322,7 +324,8 @@ class WsgiWorker(object):
         n = len(data)
         off = 0
         mv = memoryview(data)
-        enc = self.enc
+        out = self.out
+        data_frame = codec.data_frame
         while off < n:
             while st.credit <= 0 and not st.cancelled:
                 self.read_some(None)
@@ -331,25 +334,28 @@ class WsgiWorker(object):
             k = min(n - off, MAX_DATA, st.credit)
             st.credit -= k
             last = end and off + k >= n
-            enc.frame(RESP_BODY, st.sid, {"data": bytes(mv[off:off + k])},
-                      F_END if last else 0)
+            out.append(data_frame(RESP_BODY, st.sid,
+                                  data if k == n else bytes(mv[off:off + k]),
+                                  last))
             off += k
-            if len(enc.out) > 64:
+            if len(out) > 64:
                 self.flush()
         if end and n == 0:
-            enc.frame(RESP_BODY, st.sid, {"data": b""}, F_END)
+            out.append(data_frame(RESP_BODY, st.sid, b"", True))
 
     def handle(self, st):
         environ = self.environ(st)
         status = [None, None, False]   # code, headers, head sent
         sent_bytes = [0]
-        enc = self.enc
+        out = self.out
+        response = codec.response
         hooks = self.hooks
         req_obj = None
         if hooks.has_request_hooks:
             from ._hooks import Request
             r = st.req
-            req_obj = Request(st.sid, r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+            req_obj = Request(st.sid, r[3], r[4], r[5], r[6], r[7], r[8],
+                              r[9])
             hooks.call("pre_request", self.winfo, req_obj)
 
         def start_response(st_line, headers, exc_info=None):
@@ -368,25 +374,17 @@ class WsgiWorker(object):
                 code = 0
             if not 100 <= code <= 999:
                 raise ValueError("bad status %r" % (st_line,))
-            hs = []
-            for name, value in headers:
-                hs.append((name.encode("latin-1") if name.__class__ is str
-                           else bytes(name),
-                           value.encode("latin-1") if value.__class__ is str
-                           else bytes(value)))
             status[0] = code
-            status[1] = hs
+            status[1] = headers     # the codec encodes str as latin-1
             return write
 
         def send_head(end, body=None):
             if status[0] is None:
                 raise AssertionError("start_response was not called")
-            m = {"status": status[0], "headers": status[1]}
             if body:
                 st.credit -= len(body)
                 sent_bytes[0] += len(body)
-                m["body"] = body
-            enc.frame(RESPONSE, st.sid, m, F_END if end else 0)
+            out.append(response(st.sid, status[0], status[1], body, end))
             status[2] = True
 
         def write(data):
@@ -446,7 +444,7 @@ class WsgiWorker(object):
         except Exception:
             r = st.req
             sys.stderr.write("gateway_worker: error handling %s %s\n"
-                             % (r[0], r[1].decode("latin-1")))
+                             % (r[3], r[4].decode("latin-1")))
             traceback.print_exc()
             sys.stderr.flush()
         finally:
@@ -458,13 +456,11 @@ class WsgiWorker(object):
                     ok = False
         if not ok and not st.cancelled:
             if not status[2]:
-                body = b"Internal Server Error\n"
                 status[0] = 500
-                status[1] = [(b"Content-Type", b"text/plain")]
-                enc.frame(RESPONSE, st.sid, {
-                    "status": 500, "headers": status[1], "body": body}, F_END)
+                status[1] = _H500
+                out.append(response(st.sid, 500, _H500, _B500, True))
             else:
-                enc.frame(CANCEL, st.sid, {"reason": "app-error"})
+                out.append(codec.cancel(st.sid, "app-error"))
         st.done = True
         self.streams.pop(st.sid, None)
         self.served += 1
@@ -479,48 +475,16 @@ class WsgiWorker(object):
             self.flush()
 
     def environ(self, st):
-        method, target, path, query, minor, headers, peer, server, scheme, \
-            cl = st.req
-        host, _, port = server.rpartition(":")
-        if not _:
-            host, port = server, ""
-        phost, _, pport = peer.rpartition(":")
-        if not _:
-            phost, pport = peer, ""
-        env = self.base_env.copy()
-        env["REQUEST_METHOD"] = method
-        env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path
-                            else path).decode("latin-1")
-        env["QUERY_STRING"] = query.decode("latin-1")
-        env["RAW_URI"] = target.decode("latin-1")
-        env["SERVER_NAME"] = host.strip("[]") or "localhost"
-        env["SERVER_PORT"] = port or ("443" if scheme == "https" else "80")
-        env["SERVER_PROTOCOL"] = "HTTP/1.1" if minor else "HTTP/1.0"
-        env["REMOTE_ADDR"] = phost.strip("[]")
-        env["REMOTE_PORT"] = pport
-        env["wsgi.url_scheme"] = scheme
-        if cl > 0:
-            env["CONTENT_LENGTH"] = str(cl)
+        env = codec.environ(st.req, self.base_env)
         if st.req_ended and not st.body:
             env["wsgi.input"] = _EMPTY_INPUT
         else:
-            env["wsgi.input"] = Input(self, st, cl)
-        for name, value in headers:
-            key = name.decode("latin-1").upper().replace("-", "_")
-            value = value.decode("latin-1")
-            if key == "CONTENT_TYPE":
-                env["CONTENT_TYPE"] = value
-                continue
-            if key == "CONTENT_LENGTH":
-                continue    # content_length and the body are authoritative
-            if b"_" in name:
-                continue    # ambiguous with '-': dropped, as Gunicorn does
-            key = "HTTP_" + key
-            if key in env:
-                env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
-            else:
-                env[key] = value
+            env["wsgi.input"] = Input(self, st, st.req[12])
         return env
+
+
+_H500 = [(b"Content-Type", b"text/plain")]
+_B500 = b"Internal Server Error\n"
 
 
 class _EmptyInput(object):

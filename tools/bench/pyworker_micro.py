@@ -1,0 +1,123 @@
+"""In-process cost of the Python runtime per request, without sockets.
+
+Feeds pre-encoded REQUEST frames (as the master encodes them, wrk-like
+headers) through the worker's decoder and request handler into its encoder,
+and prints microseconds per request. Run with Debian's python3:
+
+    /usr/bin/python3 tools/bench/pyworker_micro.py [wsgi|asgi] [N]
+
+What it leaves out (the socket syscalls and the master) is measured by
+tools/bench/pybench.sh; this isolates the interpreter's share.
+"""
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "workerlib", "python"))
+
+import msgpack  # noqa: E402
+
+from gateway_runtime import _proto  # noqa: E402
+
+
+def request_frame(sid):
+    m = {"method": "GET", "target": b"/", "path": b"/", "query": b"",
+         "http_minor": 1,
+         "headers": [[b"Host", b"127.0.0.1:8000"]],
+         "peer": "127.0.0.1:40000", "server": "127.0.0.1:8000",
+         "scheme": "http", "content_length": 0, "keepalive": True}
+    p = msgpack.packb(m, use_bin_type=True)
+    return _proto.HDR.pack(1, _proto.REQUEST, _proto.F_END, sid, len(p)) + p
+
+
+def wsgi_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", "13")])
+    return [b"Hello, World!"]
+
+
+async def asgi_app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": b"Hello, World!"})
+
+
+class FakeSock(object):
+    def send(self, data):
+        return len(data)
+
+    def sendall(self, data):
+        pass
+
+    def fileno(self):
+        return -1
+
+
+class FakeBoot(object):
+    def __init__(self):
+        from gateway_runtime import _hooks
+        self.sock = FakeSock()
+        self.enc = _proto.Encoder()
+        self.window = 262144
+        self.heartbeat_s = 0
+        self.slot = 0
+        self.rbuf = bytearray()
+        self.config = _hooks.Config()
+        self.winfo = _hooks.WorkerInfo(0)
+
+
+def bench_wsgi_only(n, batch=32):
+    from gateway_runtime._wsgi import WsgiWorker
+    w = WsgiWorker(FakeBoot(), wsgi_app)
+    w.flush = lambda: w.enc.take()
+    frames = [bytes(b"".join(request_frame(s + i) for i in range(batch)))
+              for s in range(1, n + 1, batch)]
+    t0 = time.perf_counter()
+    for f in frames:
+        buf = bytearray(f)
+        for fr in _proto.codec.decode(buf, _proto.Malformed):
+            w.on_frame(fr)
+        q = w.queue
+        while q:
+            w.handle(q.pop(0))
+        w.enc.take()
+    return (time.perf_counter() - t0) / (len(frames) * batch)
+
+
+def bench_asgi_only(n, batch=32):
+    import asyncio
+    from gateway_runtime._asgi import AsgiWorker
+    w = AsgiWorker(FakeBoot(), asgi_app)
+    loop = asyncio.new_event_loop()
+    try:
+        import uvloop
+        if os.environ.get("GATEWAY_LOOP", "auto") != "asyncio":
+            loop = uvloop.new_event_loop()
+    except ImportError:
+        pass
+    w.loop = loop
+    frames = [bytes(b"".join(request_frame(s + i) for i in range(batch)))
+              for s in range(1, n + 1, batch)]
+
+    async def drive():
+        for f in frames:
+            buf = bytearray(f)
+            for fr in _proto.codec.decode(buf, _proto.Malformed):
+                w.on_frame(fr)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    loop.run_until_complete(drive())
+    return (time.perf_counter() - t0) / (len(frames) * batch)
+
+
+if __name__ == "__main__":
+    kind = sys.argv[1] if len(sys.argv) > 1 else "wsgi"
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 200000
+    fn = bench_asgi_only if kind == "asgi" else bench_wsgi_only
+    fn(n // 10)
+    best = min(fn(n) for _ in range(3))
+    print("%s (codec %s): %.2f us per request (in-process, no sockets)"
+          % (kind, _proto.codec.name, best * 1e6))
