@@ -6,6 +6,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -168,7 +171,11 @@ static const opt_t options[] = {
     { "config", 'c', "FILE", OPT_CONFIG, 0, NULL, 0, 0,
       "Read settings from FILE: 'key = value' lines, keys are the long option names "
       "(bind may repeat; flags take true/false). Flags beat GATEWAY_CMD_ARGS and "
-      "WEB_CONCURRENCY, which beat the file, which beats the defaults." },
+      "WEB_CONCURRENCY, which beat the file, which beats the defaults. A FILE ending "
+      "in .py is a Python config module like gunicorn.conf.py: its settings (Gunicorn's "
+      "names or ours with '_') are read the same way, and its post_fork, post_worker_init, "
+      "worker_int, worker_abort, pre_request, post_request and worker_exit functions are "
+      "called in the Python workers at Gunicorn's moments." },
     { "check-config", 0, NULL, OPT_ACTION, OFF(check_config), NULL, 0, 0,
       "Read every setting, check the app file exists, print 'config OK' and exit 0 "
       "(or the error and a non-zero status) without binding or loading anything." },
@@ -595,11 +602,84 @@ static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == 
  * trimmed; a value may be wrapped in '...' or "..." (taken literally). Keys
  * are long option names ('_' accepted for '-'). Returns 0 or -1 (one line).
  */
+static int is_python_config(const char *path)
+{
+    size_t n = strlen(path);
+    return n > 3 && strcmp(path + n - 3, ".py") == 0;
+}
+
+/*
+ * -c FILE.py: a Python config module (gunicorn.conf.py style). The runtime's
+ * _confdump.py executes it and prints its settings as 'key = value' text
+ * (each on the line of the .py file that assigns it); that text is then
+ * read like any config file. Its hook functions are loaded by the workers.
+ */
+static FILE *open_python_config(const char *path)
+{
+    char names[4096];
+    size_t k = 0;
+    names[0] = '\0';
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        if (CLI_ONLY(options[i].type)) continue;
+        int w = snprintf(names + k, sizeof(names) - k, "%s%s", k ? "," : "", options[i].name);
+        if (w < 0 || (size_t)w >= sizeof(names) - k) break;
+        k += (size_t)w;
+    }
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) < 0) return NULL;
+    if (pipe2(err, O_CLOEXEC) < 0) { close(out[0]); close(out[1]); return NULL; }
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(out[0]); close(out[1]); close(err[0]); close(err[1]);
+        return NULL;
+    }
+    if (pid == 0) {
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        execl(GW_PYTHON, GW_PYTHON, GW_SOURCE_DIR "/workerlib/python/gateway_runtime/_confdump.py",
+              path, names, (char *)NULL);
+        fprintf(stderr, "cannot run %s: %s", GW_PYTHON, strerror(errno));
+        _exit(1);
+    }
+    close(out[1]);
+    close(err[1]);
+    /* the settings text is small: read all of it, then the status */
+    FILE *f = tmpfile();
+    char buf[4096];
+    ssize_t r;
+    while ((r = read(out[0], buf, sizeof(buf))) != 0) {
+        if (r < 0) { if (errno == EINTR) continue; break; }
+        if (f) fwrite(buf, 1, (size_t)r, f);
+    }
+    close(out[0]);
+    char msg[600];
+    size_t m = 0;
+    while (m + 1 < sizeof(msg) && (r = read(err[0], msg + m, sizeof(msg) - 1 - m)) != 0) {
+        if (r < 0) { if (errno == EINTR) continue; break; }
+        m += (size_t)r;
+    }
+    msg[m] = '\0';
+    for (char *q = msg; *q; q++) if (*q == '\n') *q = ' ';
+    close(err[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        fprintf(stderr, "gateway: %s\n", m ? msg : "cannot read the Python config file");
+        if (f) fclose(f);
+        errno = 0;
+        return NULL;
+    }
+    if (f) rewind(f);
+    return f;
+}
+
 static int collect_file(layer_t *L, const char *path)
 {
-    FILE *f = fopen(path, "r");
+    int py = is_python_config(path);
+    FILE *f = py ? open_python_config(path) : fopen(path, "r");
     if (!f) {
-        fprintf(stderr, "gateway: cannot read config file %s: %s\n", path, strerror(errno));
+        if (!py || errno)
+            fprintf(stderr, "gateway: cannot read config file %s: %s\n", path, strerror(errno));
         return -1;
     }
     char *text = NULL;
@@ -731,6 +811,12 @@ static int parse_layers(gw_config_t *cfg, int argc, char **argv, layer_t *cli, l
         file->origin = path;
         if (collect_file(file, path) < 0) return -1;
         cfg->config_file = path;
+        if (is_python_config(path)) {
+            /* workers load its hooks; absolute, as --chdir may move them */
+            char *abs = realpath(path, NULL);
+            cfg->py_config = abs ? keep(abs, strlen(abs)) : path;
+            free(abs);
+        }
     }
 
     /* lowest precedence first: each later source overrides */
