@@ -59,7 +59,8 @@ static const opt_t options[] = {
       "Listen on ADDR: HOST:PORT, [IPv6]:PORT or unix:/path. Repeat for several "
       "listeners. A unix socket file is created with mode 0660 and removed on exit." },
     { "workers", 'w', "N", OPT_UINT, OFF(workers), "1", 1, GW_MAX_WORKERS,
-      "Number of worker processes. Default: $WEB_CONCURRENCY if set, else 1." },
+      "Number of worker processes, or 'auto' for 2 x CPU cores + 1 (the number chosen is "
+      "logged). Default: $WEB_CONCURRENCY if set (it may be 'auto' too), else 1." },
     { "balance", 0, "rr|leastconn", OPT_BALANCE, OFF(balance), "leastconn", 0, 0,
       "How the front picks a worker: exact least-connections (ties broken "
       "round-robin) or plain round-robin. Only READY workers are picked." },
@@ -334,6 +335,15 @@ static int set_value(gw_config_t *cfg, const opt_t *o, const char *val, const la
     errno = 0;
     switch (o->type) {
     case OPT_UINT: case OPT_SIZE: case OPT_U64: case OPT_INT: {
+        if (o->offset == OFF(workers) && o->type == OPT_UINT && strcmp(val, "auto") == 0) {
+            /* -w auto: 2 x cores + 1, the usual Gunicorn advice */
+            long n = sysconf(_SC_NPROCESSORS_ONLN);
+            unsigned w = (unsigned)(2 * (n > 0 ? n : 1) + 1);
+            *(unsigned *)field = w > GW_MAX_WORKERS ? GW_MAX_WORKERS : w;
+            cfg->workers_auto = 1;
+            return 0;
+        }
+        if (o->offset == OFF(workers) && o->type == OPT_UINT) cfg->workers_auto = 0;
         if (*val == '-' || *val == '+' || *val == '\0') goto bad;
         unsigned long long v = strtoull(val, &end, 10);
         if (errno || *end || (double)v < o->min || (double)v > o->max) goto bad;

@@ -26,6 +26,7 @@ typedef struct {
     const char       *binds[GW_MAX_BINDS];
     size_t            nbinds;
     unsigned          workers;
+    int               workers_auto;     /* -w auto: workers = 2 x cores + 1 */
     gw_balance_mode_t balance;
     int               preload;
     unsigned          max_inflight;     /* per worker */
