@@ -188,8 +188,12 @@ def serve(boot, app, iface):
             boot.ready(w.loop_id)
         code = w.run(ready)
     else:
-        from ._wsgi import WsgiWorker, Quit
-        w = WsgiWorker(boot, app)
+        from ._wsgi import WsgiWorker, ThreadedWsgiWorker, Quit
+        threads = int(os.environ.get("GATEWAY_THREADS", "1") or 1)
+        if threads > 1:
+            w = ThreadedWsgiWorker(boot, app, threads)
+        else:
+            w = WsgiWorker(boot, app)
 
         def on_term(signum, frame):
             w.quitting = True

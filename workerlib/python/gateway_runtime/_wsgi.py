@@ -72,19 +72,9 @@ class Input(object):
 
     def _fill(self):
         """Move the next piece of body into self.buf; False at the end."""
-        st = self.st
-        w = self.w
-        while not st.body:
-            if st.req_ended or st.cancelled:
-                return False
-            w.read_some(None)
-        data = st.body.pop(0)
-        st.buffered -= len(data)
-        st.unreturned += len(data)
-        if st.unreturned >= (w.window >> 1) or (st.req_ended and not st.body):
-            if not st.done and not st.cancelled:
-                w.out.append(codec.window(st.sid, st.unreturned))
-            st.unreturned = 0
+        data = self.w.take_body(self.st)
+        if data is None:
+            return False
         self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) \
             else data
         self.pos = 0
@@ -319,16 +309,52 @@ class WsgiWorker(object):
             return 0
 
     # -- one request -------------------------------------------------------------
-    def send_data(self, st, data, end):
+    def take_body(self, st):
+        """The next piece of st's request body for wsgi.input (None at the
+        end), returning window credit as it goes."""
+        while not st.body:
+            if st.req_ended or st.cancelled:
+                return None
+            self.read_some(None)
+        data = st.body.pop(0)
+        st.buffered -= len(data)
+        st.unreturned += len(data)
+        if st.unreturned >= (self.window >> 1) or (st.req_ended
+                                                   and not st.body):
+            if not st.done and not st.cancelled:
+                self.emit([codec.window(st.sid, st.unreturned)])
+            st.unreturned = 0
+        return data
+
+    def wait_credit(self, st):
+        while st.credit <= 0 and not st.cancelled:
+            self.read_some(None)
+
+    def new_out(self):
+        return self.out
+
+    def emit(self, out):
+        """Frames a request produced: queued for the next write (the
+        threaded worker sends them at once)."""
+        if out is not self.out:
+            self.out.extend(out)
+            out.clear()
+        self.flush()
+
+    def request_done(self, st):
+        st.done = True
+        self.streams.pop(st.sid, None)
+        self.served += 1
+
+    def send_data(self, st, data, end, out):
         """RESP_BODY frames for data (after RESPONSE), within the window."""
         n = len(data)
         off = 0
         mv = memoryview(data)
-        out = self.out
         data_frame = codec.data_frame
         while off < n:
-            while st.credit <= 0 and not st.cancelled:
-                self.read_some(None)
+            if st.credit <= 0:
+                self.wait_credit(st)
             if st.cancelled:
                 return
             k = min(n - off, MAX_DATA, st.credit)
@@ -339,7 +365,7 @@ class WsgiWorker(object):
                                   last))
             off += k
             if len(out) > 64:
-                self.flush()
+                self.emit(out)
         if end and n == 0:
             out.append(data_frame(RESP_BODY, st.sid, b"", True))
 
@@ -347,7 +373,7 @@ class WsgiWorker(object):
         environ = self.environ(st)
         status = [None, None, False]   # code, headers, head sent
         sent_bytes = [0]
-        out = self.out
+        out = self.new_out()
         response = codec.response
         hooks = self.hooks
         req_obj = None
@@ -393,7 +419,7 @@ class WsgiWorker(object):
             if not status[2]:
                 send_head(False)
             sent_bytes[0] += len(data)
-            self.send_data(st, bytes(data), False)
+            self.send_data(st, bytes(data), False, out)
 
         result = None
         ok = False
@@ -410,7 +436,7 @@ class WsgiWorker(object):
                 else:
                     send_head(False)
                     sent_bytes[0] += len(body)
-                    self.send_data(st, body, True)
+                    self.send_data(st, body, True, out)
             else:
                 pending = None
                 for chunk in result:
@@ -424,20 +450,20 @@ class WsgiWorker(object):
                             continue
                         send_head(False)
                         sent_bytes[0] += len(pending)
-                        self.send_data(st, pending, False)
+                        self.send_data(st, pending, False, out)
                         pending = None
                     sent_bytes[0] += len(chunk)
-                    self.send_data(st, bytes(chunk), False)
+                    self.send_data(st, bytes(chunk), False, out)
                 if not st.cancelled:
                     if not status[2]:
                         if pending is not None and len(pending) > fits:
                             send_head(False)
                             sent_bytes[0] += len(pending)
-                            self.send_data(st, pending, True)
+                            self.send_data(st, pending, True, out)
                         else:
                             send_head(True, pending)
                     else:
-                        self.send_data(st, b"", True)
+                        self.send_data(st, b"", True, out)
             ok = True
         except (ChannelClosed, Malformed, Quit):
             raise
@@ -461,14 +487,15 @@ class WsgiWorker(object):
                 out.append(response(st.sid, 500, _H500, _B500, True))
             else:
                 out.append(codec.cancel(st.sid, "app-error"))
-        st.done = True
-        self.streams.pop(st.sid, None)
-        self.served += 1
+        self.request_done(st)
         if req_obj is not None:
             from ._hooks import Response
             self.winfo.nr = self.served
             hooks.call("post_request", self.winfo, req_obj, environ,
                        Response(status[0] or 0, status[1], sent_bytes[0]))
+        self.request_end(out)
+
+    def request_end(self, out):
         if self.next_hb is not None and time.monotonic() >= self.next_hb:
             self.heartbeat()
         if not self.queue:
@@ -505,3 +532,137 @@ class _EmptyInput(object):
 
 
 _EMPTY_INPUT = _EmptyInput()
+
+
+class ThreadedWsgiWorker(WsgiWorker):
+    """--threads N > 1 (Gunicorn's gthread): the main thread reads the
+    channel, sends heartbeats and hands each request to one of N threads.
+    Threads wait for body data and window credit on one condition variable
+    and write their frames to the channel themselves, under a lock.
+
+    Heartbeats come from the main thread, so (as with gthread) a thread
+    stuck in the app is not a stuck worker: the front's --timeout answers
+    504 for that request and the thread finishes when the app returns."""
+
+    def __init__(self, boot, app, nthreads):
+        WsgiWorker.__init__(self, boot, app)
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+        self.nthreads = nthreads
+        self.lock = threading.Lock()
+        self.cv = threading.Condition(self.lock)
+        self.wlock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=nthreads,
+                                       thread_name_prefix="gw-wsgi")
+        self.busy = 0
+        self.loop_id = "python-gthread:%d" % os.getpid()
+        self.base_env["wsgi.multithread"] = True
+
+    # frames from request threads go straight out
+    def new_out(self):
+        return []
+
+    def emit(self, out):
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        with self.wlock:
+            try:
+                self.sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass        # the main thread sees EOF and exits
+
+    def flush(self):
+        out = self.out
+        if out:
+            frames = list(out)
+            out.clear()
+            self.emit(frames)
+
+    def request_end(self, out):
+        self.emit(out)
+
+    def request_done(self, st):
+        with self.cv:
+            st.done = True
+            self.streams.pop(st.sid, None)
+            self.served += 1
+            self.busy -= 1
+            self.cv.notify_all()
+
+    def take_body(self, st):
+        with self.cv:
+            while not st.body:
+                if st.req_ended or st.cancelled:
+                    return None
+                self.cv.wait()
+            data = st.body.pop(0)
+            st.buffered -= len(data)
+            st.unreturned += len(data)
+            frame = None
+            if st.unreturned >= (self.window >> 1) or (st.req_ended
+                                                       and not st.body):
+                if not st.done and not st.cancelled:
+                    frame = codec.window(st.sid, st.unreturned)
+                st.unreturned = 0
+        if frame is not None:
+            self.emit([frame])
+        return data
+
+    def wait_credit(self, st):
+        with self.cv:
+            while st.credit <= 0 and not st.cancelled:
+                self.cv.wait()
+
+    def on_frame(self, fr):
+        with self.cv:
+            WsgiWorker.on_frame(self, fr)
+            if fr[0] != REQUEST:
+                self.cv.notify_all()
+
+    def heartbeat(self):
+        self.out.append(codec.heartbeat(self.served, len(self.streams),
+                                        self.busy, read_rss(), self.loop_id))
+        self.next_hb = time.monotonic() + self.heartbeat_s
+
+    def run_one(self, st):
+        try:
+            self.handle(st)
+        except Exception:
+            traceback.print_exc()
+
+    def run(self):
+        if self.heartbeat_s > 0:
+            self.next_hb = time.monotonic() + self.heartbeat_s
+        if self.rbuf:
+            for fr in codec.decode(self.rbuf, Malformed):
+                self.on_frame(fr)
+        queue = self.queue
+        try:
+            while True:
+                while queue:
+                    st = queue.pop(0)
+                    if not st.cancelled:
+                        with self.lock:
+                            self.busy += 1
+                        self.pool.submit(self.run_one, st)
+                with self.lock:
+                    idle = not self.streams
+                if self.quitting and idle:
+                    self.flush()
+                    break
+                self.idle = True
+                try:
+                    self.read_some(None if not self.quitting else 0.05)
+                finally:
+                    self.idle = False
+        except Quit:
+            # TERM while idle: finish what the threads are running
+            self.quitting = True
+            with self.cv:
+                while self.streams:
+                    self.cv.wait(0.1)
+            self.flush()
+        self.pool.shutdown(wait=True)
+        return 0
