@@ -155,6 +155,11 @@ static const opt_t options[] = {
       "Python WSGI: threads per worker that run the app (Gunicorn's gthread when > 1). "
       "A worker takes at most N requests at once. ASGI: size of the thread pool that "
       "runs sync endpoints (default 40 when 1)." },
+    { "worker-class", 'k', "sync|gthread|gevent", OPT_STRING, OFF(worker_class), "sync", 0, 0,
+      "Python WSGI: sync runs one request at a time (gthread when --threads > 1); gthread "
+      "runs --threads app threads; gevent monkey-patches the worker before the app is "
+      "imported and runs up to --worker-connections greenlets (Debian's python3-gevent). "
+      "ASGI apps always run on an asyncio loop." },
     { "worker-connections", 0, "N", OPT_UINT, OFF(worker_connections), "1000", 1, 65536,
       "Python ASGI: most requests one worker runs at once (also capped by --max-inflight)." },
     { "ksm", 0, NULL, OPT_FLAG, OFF(ksm), NULL, 0, 0,
@@ -852,6 +857,25 @@ static int parse_layers(gw_config_t *cfg, int argc, char **argv, layer_t *cli, l
     if (!cfg->app_path) {
         fail_at(cli, 0, NULL, "missing APP (path/to/app.so[:symbol])");
         return -1;
+    }
+    static const struct { const char *name; size_t off; const char *allowed; } choices[] = {
+        { "worker-class", OFF(worker_class), "sync gthread gevent" },
+        { "interface", OFF(interface), "auto wsgi asgi" },
+        { "runtime", OFF(runtime), "auto native python" },
+    };
+    for (size_t i = 0; i < sizeof(choices) / sizeof(choices[0]); i++) {
+        const char *v = *(const char **)((char *)cfg + choices[i].off);
+        if (!v) continue;
+        const char *a = choices[i].allowed;
+        size_t n = strlen(v);
+        int ok = 0;
+        for (const char *p = a; *p && !ok; p += strcspn(p, " "), p += *p == ' ')
+            ok = n && strncmp(p, v, n) == 0 && (p[n] == ' ' || p[n] == '\0');
+        if (!ok) {
+            fprintf(stderr, "gateway: invalid value '%s' for --%s (one of: %s)\n", v,
+                    choices[i].name, a);
+            return -1;
+        }
     }
     /* Heartbeats must come several times per --timeout, or a healthy but
      * idle worker would look stuck. */

@@ -71,6 +71,7 @@ typedef struct {
     const char       *chdir;            /* --chdir DIR (NULL: stay) */
     const char       *pythonpath;       /* comma-separated sys.path additions */
     unsigned          threads;          /* Python WSGI threads per worker */
+    const char       *worker_class;     /* Python WSGI: sync|gthread|gevent */
     unsigned          worker_connections; /* Python ASGI concurrent requests per worker */
     const char       *py_config;        /* Python config module (hooks), from -c FILE.py */
     int               ksm;              /* --ksm: madvise the preloaded heap mergeable */

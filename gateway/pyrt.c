@@ -26,6 +26,7 @@ void gw_python_exec(const char *mode, int slot)
     setenv("GATEWAY_INTERFACE", gw.cfg.interface ? gw.cfg.interface : "auto", 1);
     if (gw.cfg.pythonpath) setenv("GATEWAY_PYTHONPATH", gw.cfg.pythonpath, 1);
     else unsetenv("GATEWAY_PYTHONPATH");
+    setenv("GATEWAY_WORKER_CLASS", gw.cfg.worker_class ? gw.cfg.worker_class : "sync", 1);
     snprintf(num, sizeof(num), "%u", gw.cfg.threads);
     setenv("GATEWAY_THREADS", num, 1);
     snprintf(num, sizeof(num), "%u", gw.cfg.worker_connections);

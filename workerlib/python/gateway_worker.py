@@ -3,7 +3,16 @@
 with GATEWAY_MODE and the settings in the environment. The runtime itself
 is the gateway_runtime package beside this file."""
 
-from gateway_runtime._main import main
+import os
+
+if os.environ.get("GATEWAY_WORKER_CLASS") == "gevent" and \
+        os.environ.get("GATEWAY_MODE") in ("worker", "zygote"):
+    # --worker-class gevent: patch before anything (the runtime, the app)
+    # imports socket, select, threading or time.
+    from gevent import monkey
+    monkey.patch_all()
+
+from gateway_runtime._main import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -190,7 +190,12 @@ def serve(boot, app, iface):
     else:
         from ._wsgi import WsgiWorker, ThreadedWsgiWorker, Quit
         threads = int(os.environ.get("GATEWAY_THREADS", "1") or 1)
-        if threads > 1:
+        kind = os.environ.get("GATEWAY_WORKER_CLASS", "sync")
+        if kind == "gevent":
+            # monkey-patched (gateway_worker.py): the "threads" are greenlets
+            conns = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000"))
+            w = ThreadedWsgiWorker(boot, app, conns, "gevent")
+        elif threads > 1 or kind == "gthread":
             w = ThreadedWsgiWorker(boot, app, threads)
         else:
             w = WsgiWorker(boot, app)

@@ -544,7 +544,7 @@ class ThreadedWsgiWorker(WsgiWorker):
     stuck in the app is not a stuck worker: the front's --timeout answers
     504 for that request and the thread finishes when the app returns."""
 
-    def __init__(self, boot, app, nthreads):
+    def __init__(self, boot, app, nthreads, kind="gthread"):
         WsgiWorker.__init__(self, boot, app)
         import threading
         from concurrent.futures import ThreadPoolExecutor
@@ -555,7 +555,7 @@ class ThreadedWsgiWorker(WsgiWorker):
         self.pool = ThreadPoolExecutor(max_workers=nthreads,
                                        thread_name_prefix="gw-wsgi")
         self.busy = 0
-        self.loop_id = "python-gthread:%d" % os.getpid()
+        self.loop_id = "python-%s:%d" % (kind, os.getpid())
         self.base_env["wsgi.multithread"] = True
 
     # frames from request threads go straight out

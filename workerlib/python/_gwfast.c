@@ -1,0 +1,1228 @@
+/*
+ * _gwfast.c - the GWP protocol work of the Python worker runtime, in C.
+ *
+ * A CPython extension over proto/gwp.c: the frames are decoded and encoded by
+ * the same codec the master uses (so validation and bytes are exactly the C
+ * side's), and the PEP 3333 environ is built here, so the Python runtime
+ * only calls the application. The pure-Python reference of this API is
+ * workerlib/python/gateway_runtime/_proto.py (decode, environ, asgi_headers,
+ * response, data_frame, window, cancel, heartbeat); tests/unit/test_gwfast.py
+ * compares the two.
+ *
+ *   decode(buf: bytearray, on_malformed_cls=ValueError) -> list of tuples
+ *       Every whole frame at the start of buf (frames a MASTER sends: HELLO,
+ *       REQUEST, BODY, CANCEL, WINDOW, QUIT). All or nothing: on success the
+ *       consumed bytes are deleted from buf (del buf[:n]); on a malformed
+ *       frame anywhere in buf (a bad header is seen as soon as its 12 bytes
+ *       are there, before its payload has arrived) on_malformed_cls(message)
+ *       is raised and buf is left untouched, so the frames before the bad
+ *       one are not consumed either. Tuples:
+ *         (3, flags, sid, method, target, path, query, http_minor, headers,
+ *          peer, server, scheme, content_length)   headers: [(name, value)]
+ *         (4, flags, sid, data)
+ *         (7, flags, sid, reason)
+ *         (8, flags, sid, nbytes)
+ *         (10, flags, 0, graceful, timeout_ms)
+ *         (1, flags, 0)                            a second HELLO
+ *       "text" fields are str (UTF-8, surrogateescape), "bytes" fields bytes.
+ *   environ(req, base: dict) -> dict        base.copy() + the CGI keys
+ *   asgi_headers(headers) -> [(name.lower(), value)]
+ *   response(sid, status, headers, body, end) -> bytes   one RESPONSE frame
+ *   data_frame(type, sid, data, end) -> bytes            BODY / RESP_BODY
+ *   window(sid, n), cancel(sid, reason), heartbeat(served, inflight, tasks,
+ *   rss, loop) -> bytes
+ *
+ * State is module-global (single-phase init, one interpreter): a decoder
+ * whose header scratch is reused, small caches of the objects that repeat
+ * from request to request (header names and their HTTP_ keys, methods,
+ * listener addresses), and a scratch output buffer. All of it is touched
+ * only with the GIL held.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "gwp.h"
+
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Constants                                                                */
+
+static PyObject *S_empty, *S_80, *S_443, *S_localhost, *S_http11, *S_http10,
+                *S_https, *S_sep_comma, *S_sep_cookie;
+static PyObject *K_REQUEST_METHOD, *K_PATH_INFO, *K_QUERY_STRING, *K_RAW_URI,
+                *K_SERVER_NAME, *K_SERVER_PORT, *K_SERVER_PROTOCOL,
+                *K_REMOTE_ADDR, *K_REMOTE_PORT, *K_URL_SCHEME,
+                *K_CONTENT_LENGTH, *K_CONTENT_TYPE, *K_HTTP_COOKIE;
+static PyObject *I_type[GWP_MSG_MAX];      /* 1..11 as int objects */
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+
+static inline int is_ascii(const uint8_t *p, size_t n)
+{
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++) acc |= p[i];
+    return (acc & 0x8080808080808080ull) == 0;
+}
+
+/* bytes.decode("latin-1") */
+static PyObject *latin1_str(const char *p, size_t n)
+{
+    if (n == 0) return Py_NewRef(S_empty);
+    PyObject *s = PyUnicode_New((Py_ssize_t)n, is_ascii((const uint8_t *)p, n) ? 127 : 255);
+    if (s == NULL) return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+    return s;
+}
+
+/* A "text" field: UTF-8, errors surrogateescape. */
+static PyObject *text_str(const char *p, size_t n)
+{
+    if (n == 0) return Py_NewRef(S_empty);
+    if (is_ascii((const uint8_t *)p, n)) {
+        PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
+        if (s == NULL) return NULL;
+        memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+        return s;
+    }
+    return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "surrogateescape");
+}
+
+/* A cheap hash for the caches: first and last 8 bytes and the length. The
+ * caches compare the whole key, so collisions only cost a miss. */
+static inline uint32_t short_hash(const uint8_t *p, size_t n)
+{
+    uint64_t a, b;
+    if (n >= 8) {
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, p, 4);
+        memcpy(&y, p + n - 4, 4);
+        a = x;
+        b = y;
+    } else if (n > 0) {
+        a = (uint64_t)p[0] | (uint64_t)p[n / 2] << 8 | (uint64_t)p[n - 1] << 16;
+        b = 0;
+    } else {
+        a = b = 0;
+    }
+    uint64_t h = (a ^ (b * 0x9E3779B97F4A7C15ull) ^ n) * 0xFF51AFD7ED558CCDull;
+    return (uint32_t)(h >> 32) ^ (uint32_t)h;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Text cache: method, server, scheme, cancel reason (few distinct values).  */
+
+#define TC_SIZE 64
+#define TC_MAX  48
+typedef struct {
+    PyObject *s;
+    uint8_t   n;
+    char      b[TC_MAX];
+} tc_ent_t;
+static tc_ent_t tcache[TC_SIZE];
+
+static PyObject *cached_text(const char *p, size_t n)
+{
+    if (n == 0) return Py_NewRef(S_empty);
+    if (n > TC_MAX) return text_str(p, n);
+    tc_ent_t *e = &tcache[short_hash((const uint8_t *)p, n) & (TC_SIZE - 1)];
+    if (e->s != NULL && e->n == n && memcmp(e->b, p, n) == 0) return Py_NewRef(e->s);
+    PyObject *s = text_str(p, n);
+    if (s == NULL) return NULL;
+    PyObject *old = e->s;
+    e->s = Py_NewRef(s);
+    e->n = (uint8_t)n;
+    memcpy(e->b, p, n);
+    Py_XDECREF(old);               /* a str: its dealloc runs no Python code */
+    return s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Header name cache: the bytes object of a name as received, its environ   */
+/* key and its lowercase form, computed once per distinct name.             */
+
+enum { NK_UNKNOWN, NK_HTTP, NK_COOKIE, NK_CTYPE, NK_CLEN, NK_DROP };
+
+#define NC_SIZE 1024               /* 2-way: a name lives in slot h or h^1 */
+#define NC_MAX  64
+typedef struct {
+    PyObject *name;    /* bytes */
+    PyObject *key;     /* str "HTTP_..." (interned), NK_HTTP/NK_COOKIE only */
+    PyObject *lower;   /* bytes, name.lower(); NULL until asked */
+    uint32_t  h;
+    uint8_t   kind;    /* NK_*: NK_UNKNOWN until environ asked */
+} nc_ent_t;
+static nc_ent_t ncache[NC_SIZE];
+
+static void nc_clear(nc_ent_t *e)
+{
+    PyObject *a = e->name, *b = e->key, *c = e->lower;
+    e->name = e->key = e->lower = NULL;
+    e->kind = NK_UNKNOWN;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(c);
+}
+
+static inline nc_ent_t *nc_find(const char *p, size_t n, uint32_t h)
+{
+    nc_ent_t *e = &ncache[h & (NC_SIZE - 1)];
+    for (int i = 0; i < 2; i++, e = &ncache[(h ^ 1) & (NC_SIZE - 1)]) {
+        if (e->name != NULL && e->h == h && (size_t)PyBytes_GET_SIZE(e->name) == n
+            && memcmp(PyBytes_AS_STRING(e->name), p, n) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Takes a new reference to name (a bytes object). */
+static nc_ent_t *nc_insert(PyObject *name, uint32_t h)
+{
+    nc_ent_t *e = &ncache[h & (NC_SIZE - 1)];
+    if (e->name != NULL) {
+        nc_ent_t *e2 = &ncache[(h ^ 1) & (NC_SIZE - 1)];
+        if (e2->name == NULL || (h >> 20) & 1) e = e2;
+    }
+    nc_clear(e);
+    e->name = Py_NewRef(name);
+    e->h = h;
+    return e;
+}
+
+/* The bytes object for a header name from the wire (new reference). */
+static PyObject *name_bytes(const char *p, size_t n)
+{
+    if (n == 0 || n > NC_MAX) return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    uint32_t h = short_hash((const uint8_t *)p, n);
+    nc_ent_t *e = nc_find(p, n, h);
+    if (e != NULL) return Py_NewRef(e->name);
+    PyObject *b = PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    if (b == NULL) return NULL;
+    nc_insert(b, h);
+    return b;
+}
+
+/*
+ * The environ treatment of a header name, as _proto.environ does it:
+ *   b"_" in name                      -> NK_DROP
+ *   key = name.decode("latin-1").upper().replace("-", "_")
+ *   key == "CONTENT_TYPE"             -> NK_CTYPE
+ *   key == "CONTENT_LENGTH"           -> NK_CLEN
+ *   "HTTP_" + key == "HTTP_COOKIE"    -> NK_COOKIE
+ *   else                              -> NK_HTTP with *key = "HTTP_" + key
+ * *key gets a new reference for NK_HTTP and NK_COOKIE. -1 on error.
+ */
+static int name_kind_compute(const char *p, size_t n, PyObject **key)
+{
+    *key = NULL;
+    if (memchr(p, '_', n) != NULL) return NK_DROP;
+    PyObject *k;
+    if (is_ascii((const uint8_t *)p, n)) {
+        k = PyUnicode_New((Py_ssize_t)(5 + n), 127);
+        if (k == NULL) return -1;
+        char *d = (char *)PyUnicode_1BYTE_DATA(k);
+        memcpy(d, "HTTP_", 5);
+        for (size_t i = 0; i < n; i++) {
+            char c = p[i];
+            d[5 + i] = c == '-' ? '_' : (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
+        }
+    } else {
+        /* str.upper() is Unicode-aware ("\xdf" -> "SS", "\xff" -> "\u0178"):
+         * let Python do exactly that. */
+        PyObject *s = PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
+        if (s == NULL) return -1;
+        PyObject *u = PyObject_CallMethod(s, "upper", NULL);
+        Py_DECREF(s);
+        if (u == NULL) return -1;
+        PyObject *dash = PyUnicode_FromString("-"), *us = PyUnicode_FromString("_");
+        PyObject *r = dash && us ? PyUnicode_Replace(u, dash, us, -1) : NULL;
+        Py_XDECREF(dash);
+        Py_XDECREF(us);
+        Py_DECREF(u);
+        if (r == NULL) return -1;
+        PyObject *pre = PyUnicode_FromString("HTTP_");
+        k = pre ? PyUnicode_Concat(pre, r) : NULL;
+        Py_XDECREF(pre);
+        Py_DECREF(r);
+        if (k == NULL) return -1;
+    }
+    /* Compare what follows "HTTP_" with the two CGI names. */
+    PyObject *tail = PyUnicode_Substring(k, 5, PyUnicode_GET_LENGTH(k));
+    if (tail == NULL) { Py_DECREF(k); return -1; }
+    int kind;
+    if (PyUnicode_CompareWithASCIIString(tail, "CONTENT_TYPE") == 0) kind = NK_CTYPE;
+    else if (PyUnicode_CompareWithASCIIString(tail, "CONTENT_LENGTH") == 0) kind = NK_CLEN;
+    else if (PyUnicode_CompareWithASCIIString(tail, "COOKIE") == 0) kind = NK_COOKIE;
+    else kind = NK_HTTP;
+    Py_DECREF(tail);
+    if (kind == NK_CTYPE || kind == NK_CLEN) { Py_DECREF(k); return kind; }
+    if (kind == NK_COOKIE) { Py_DECREF(k); k = Py_NewRef(K_HTTP_COOKIE); }
+    else PyUnicode_InternInPlace(&k);
+    *key = k;
+    return kind;
+}
+
+/* Kind and key (borrowed, valid until the next cache change; the caller
+ * INCREFs before running anything that could change it) of a name. Caches
+ * names that fit. */
+static int name_kind(PyObject *name, PyObject **key, PyObject **tmp)
+{
+    const char *p = PyBytes_AS_STRING(name);
+    size_t n = (size_t)PyBytes_GET_SIZE(name);
+    *tmp = NULL;
+    if (n == 0 || n > NC_MAX) {
+        int kind = name_kind_compute(p, n, tmp);
+        *key = *tmp;
+        return kind;
+    }
+    uint32_t h = short_hash((const uint8_t *)p, n);
+    nc_ent_t *e = nc_find(p, n, h);
+    if (e == NULL) e = nc_insert(name, h);
+    if (e->kind == NK_UNKNOWN) {
+        PyObject *k;
+        int kind = name_kind_compute(p, n, &k);
+        if (kind < 0) return -1;
+        /* name_kind_compute may have run code (the non-ASCII path): look
+         * the entry up again rather than trust e. */
+        e = nc_find(p, n, h);
+        if (e == NULL) { *tmp = k; *key = k; return kind; }
+        Py_XSETREF(e->key, k);
+        e->kind = (uint8_t)kind;
+    }
+    *key = e->key;
+    return e->kind;
+}
+
+/* ------------------------------------------------------------------------ */
+/* decode                                                                   */
+
+static gwp_decoder_t g_dec;
+static int g_dec_busy;
+
+static int from_master(unsigned type)
+{
+    return type == GWP_MSG_HELLO || type == GWP_MSG_REQUEST || type == GWP_MSG_BODY
+        || type == GWP_MSG_CANCEL || type == GWP_MSG_WINDOW || type == GWP_MSG_QUIT;
+}
+
+static PyObject *request_tuple(const gwp_msg_t *m)
+{
+    const gwp_request_t *r = &m->u.request;
+    PyObject *t = PyTuple_New(13);
+    if (t == NULL) return NULL;
+    PyObject *hl = PyList_New(r->nheaders);
+    PyTuple_SET_ITEM(t, 0, Py_NewRef(I_type[GWP_MSG_REQUEST]));
+    PyTuple_SET_ITEM(t, 1, PyLong_FromLong(m->frame.flags));
+    PyTuple_SET_ITEM(t, 2, PyLong_FromUnsignedLong(m->frame.stream));
+    PyTuple_SET_ITEM(t, 3, cached_text(r->method.ptr, r->method.len));
+    PyTuple_SET_ITEM(t, 4, PyBytes_FromStringAndSize(r->target.ptr, (Py_ssize_t)r->target.len));
+    PyTuple_SET_ITEM(t, 5, PyBytes_FromStringAndSize(r->path.ptr, (Py_ssize_t)r->path.len));
+    PyTuple_SET_ITEM(t, 6, PyBytes_FromStringAndSize(r->query.ptr, (Py_ssize_t)r->query.len));
+    PyTuple_SET_ITEM(t, 7, PyLong_FromLong(r->http_minor));
+    PyTuple_SET_ITEM(t, 8, hl);
+    PyTuple_SET_ITEM(t, 9, text_str(r->peer.ptr, r->peer.len));
+    PyTuple_SET_ITEM(t, 10, cached_text(r->server.ptr, r->server.len));
+    PyTuple_SET_ITEM(t, 11, cached_text(r->scheme.ptr, r->scheme.len));
+    PyTuple_SET_ITEM(t, 12, PyLong_FromLongLong(r->content_length));
+    for (int i = 1; i < 13; i++)
+        if (PyTuple_GET_ITEM(t, i) == NULL) goto fail;
+    for (uint32_t i = 0; i < r->nheaders; i++) {
+        const gwp_header_t *h = &r->headers[i];
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) goto fail;
+        PyList_SET_ITEM(hl, i, pair);
+        PyObject *n = name_bytes(h->name.ptr, h->name.len);
+        if (n == NULL) goto fail;
+        PyTuple_SET_ITEM(pair, 0, n);
+        PyObject *v = PyBytes_FromStringAndSize(h->value.ptr, (Py_ssize_t)h->value.len);
+        if (v == NULL) goto fail;
+        PyTuple_SET_ITEM(pair, 1, v);
+    }
+    return t;
+fail:
+    Py_DECREF(t);     /* tuple/list dealloc tolerates NULL items */
+    return NULL;
+}
+
+static PyObject *msg_tuple(const gwp_msg_t *m)
+{
+    unsigned type = m->frame.type;
+    switch (type) {
+    case GWP_MSG_REQUEST:
+        return request_tuple(m);
+    case GWP_MSG_BODY: {
+        PyObject *d = PyBytes_FromStringAndSize(m->u.data.data.ptr, (Py_ssize_t)m->u.data.data.len);
+        if (d == NULL) return NULL;
+        return Py_BuildValue("(OikN)", I_type[type], (int)m->frame.flags,
+                             (unsigned long)m->frame.stream, d);
+    }
+    case GWP_MSG_WINDOW:
+        return Py_BuildValue("(Oikk)", I_type[type], (int)m->frame.flags,
+                             (unsigned long)m->frame.stream, (unsigned long)m->u.window.bytes);
+    case GWP_MSG_CANCEL: {
+        PyObject *r = cached_text(m->u.cancel.reason.ptr, m->u.cancel.reason.len);
+        if (r == NULL) return NULL;
+        return Py_BuildValue("(OikN)", I_type[type], (int)m->frame.flags,
+                             (unsigned long)m->frame.stream, r);
+    }
+    case GWP_MSG_QUIT:
+        return Py_BuildValue("(OiiNk)", I_type[type], (int)m->frame.flags, 0,
+                             PyBool_FromLong(m->u.quit.graceful),
+                             (unsigned long)m->u.quit.timeout_ms);
+    case GWP_MSG_HELLO:
+        return Py_BuildValue("(Oii)", I_type[type], (int)m->frame.flags, 0);
+    default:          /* from_master() let only the types above through */
+        PyErr_SetString(PyExc_SystemError, "_gwfast: unexpected frame type");
+        return NULL;
+    }
+}
+
+static void raise_malformed(PyObject *cls, const uint8_t *h, const char *why)
+{
+    PyObject *msg = PyUnicode_FromFormat(
+        "%s frame (type %u, flags 0x%x, stream %u, length %u): %s",
+        gwp_type_name(h[1]), (unsigned)h[1], (unsigned)(h[2] << 8 | h[3]),
+        (unsigned)((uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7]),
+        (unsigned)((uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11]),
+        why);
+    if (msg == NULL) return;
+    PyObject *exc = PyObject_CallOneArg(cls, msg);
+    Py_DECREF(msg);
+    if (exc == NULL) return;
+    if (!PyExceptionInstance_Check(exc)) {
+        PyErr_Format(PyExc_TypeError, "on_malformed_cls returned %.100s, not an exception",
+                     Py_TYPE(exc)->tp_name);
+        Py_DECREF(exc);
+        return;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+}
+
+static PyObject *gw_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "decode(buf, on_malformed_cls=ValueError)");
+        return NULL;
+    }
+    PyObject *buf = args[0];
+    PyObject *cls = nargs > 1 ? args[1] : PyExc_ValueError;
+    if (!PyByteArray_Check(buf)) {
+        PyErr_Format(PyExc_TypeError, "decode() needs a bytearray, not %.100s",
+                     Py_TYPE(buf)->tp_name);
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    if (PyByteArray_GET_SIZE(buf) < GWP_HEADER_SIZE) return out;
+
+    /* The export keeps buf from being resized under us should a garbage
+     * collection run a finalizer that touches it. A nested decode() (from
+     * such a finalizer) gets a decoder of its own. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE) < 0) { Py_DECREF(out); return NULL; }
+    gwp_decoder_t local, *d = &g_dec;
+    if (g_dec_busy) { gwp_decoder_init(&local, 0); d = &local; }
+    else g_dec_busy = 1;
+
+    const uint8_t *base = view.buf;
+    size_t len = (size_t)view.len, pos = 0;
+    const char *why = NULL;
+    gwp_msg_t msg;
+    while (len - pos >= GWP_HEADER_SIZE) {
+        const uint8_t *p = base + pos;
+        /* Direction, from the header alone like every other header check:
+         * a type the master never sends is malformed before its payload is
+         * even there. (Bad versions and unknown types: gwp_decode.) */
+        if (p[0] == GWP_VERSION && p[1] >= 1 && p[1] < GWP_MSG_MAX && !from_master(p[1])) {
+            why = "message type not sent by the master";
+            break;
+        }
+        ssize_t n = gwp_decode(d, p, len - pos, &msg, &why);
+        if (n == GWP_AGAIN) break;
+        if (n < 0) {
+            if (why == NULL) why = "malformed frame";
+            break;
+        }
+        PyObject *t = msg_tuple(&msg);
+        if (t == NULL || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            goto error;
+        }
+        Py_DECREF(t);
+        pos += (size_t)n;
+        why = NULL;
+    }
+    if (why != NULL) {
+        raise_malformed(cls, base + pos, why);
+        goto error;
+    }
+    if (d == &local) gwp_decoder_done(&local); else g_dec_busy = 0;
+    PyBuffer_Release(&view);
+    if (pos > 0 && PySequence_DelSlice(buf, 0, (Py_ssize_t)pos) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+
+error:
+    if (d == &local) gwp_decoder_done(&local); else g_dec_busy = 0;
+    PyBuffer_Release(&view);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* environ                                                                  */
+
+/* s (a str) split at its last ':' -> host.strip("[]"), port; no ':' -> the
+ * whole string stripped, "". New references. */
+static int split_addr(PyObject *s, PyObject **host, PyObject **port)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    Py_ssize_t i = n > 0 ? PyUnicode_FindChar(s, ':', 0, n, -1) : -1;
+    if (i == -2) return -1;
+    Py_ssize_t hend = i < 0 ? n : i;
+    if (i < 0) *port = Py_NewRef(S_empty);
+    else if ((*port = PyUnicode_Substring(s, i + 1, n)) == NULL) return -1;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    Py_ssize_t a = 0, b = hend;
+    while (a < b) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, a);
+        if (c != '[' && c != ']') break;
+        a++;
+    }
+    while (b > a) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, b - 1);
+        if (c != '[' && c != ']') break;
+        b--;
+    }
+    if (a == 0 && b == n) *host = Py_NewRef(s);
+    else if ((*host = PyUnicode_Substring(s, a, b)) == NULL) { Py_CLEAR(*port); return -1; }
+    return 0;
+}
+
+/* Exact-content equality of two str objects (canonical representations). */
+static inline int str_same(PyObject *a, PyObject *b)
+{
+    if (a == b) return 1;
+    if (a == NULL || b == NULL || !PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b)) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    if (n != PyUnicode_GET_LENGTH(b) || PyUnicode_KIND(a) != PyUnicode_KIND(b)) return 0;
+    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * PyUnicode_KIND(a)) == 0;
+}
+
+/* One-entry caches: the listener address repeats on every request, the
+ * client address on every request of a keep-alive connection. */
+static PyObject *c_server, *c_server_host, *c_server_port;
+static PyObject *c_peer, *c_peer_host, *c_peer_port;
+
+static int addr_cached(PyObject *s, PyObject **cs, PyObject **ch, PyObject **cp,
+                       PyObject **host, PyObject **port)
+{
+    if (PyUnicode_CheckExact(s) && str_same(s, *cs)) {
+        *host = Py_NewRef(*ch);
+        *port = Py_NewRef(*cp);
+        return 0;
+    }
+    if (split_addr(s, host, port) < 0) return -1;
+    if (PyUnicode_CheckExact(s)) {
+        PyObject *o1 = *cs, *o2 = *ch, *o3 = *cp;
+        *cs = Py_NewRef(s);
+        *ch = Py_NewRef(*host);
+        *cp = Py_NewRef(*port);
+        Py_XDECREF(o1);
+        Py_XDECREF(o2);
+        Py_XDECREF(o3);
+    }
+    return 0;
+}
+
+static inline int hexval(unsigned c)
+{
+    if (c - '0' < 10u) return (int)(c - '0');
+    if ((c | 0x20) - 'a' < 6u) return (int)((c | 0x20) - 'a' + 10);
+    return -1;
+}
+
+/* unquote_to_bytes(path).decode("latin-1") */
+static PyObject *path_info(const char *p, size_t n)
+{
+    char stack[512];
+    char *out = n <= sizeof(stack) ? stack : PyMem_Malloc(n);
+    if (out == NULL) return PyErr_NoMemory();
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (p[i] == '%' && i + 2 < n + 0 + (i + 2 < n) && i + 2 < n + 1
+            && (hi = hexval((uint8_t)p[i + 1])) >= 0 && (lo = hexval((uint8_t)p[i + 2])) >= 0) {
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[o++] = p[i];
+        }
+    }
+    PyObject *s = latin1_str(out, o);
+    if (out != stack) PyMem_Free(out);
+    return s;
+}
+
+static inline int set_new(PyObject *d, PyObject *k, PyObject *v)
+{
+    if (v == NULL) return -1;
+    int rc = PyDict_SetItem(d, k, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int env_header(PyObject *env, PyObject *name, PyObject *value)
+{
+    if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "environ(): header names and values must be bytes");
+        return -1;
+    }
+    PyObject *key, *tmp;
+    int kind = name_kind(name, &key, &tmp);
+    if (kind < 0) return -1;
+    if (kind == NK_DROP || kind == NK_CLEN) return 0;
+    if (tmp == NULL && key != NULL) Py_INCREF(key);       /* own it from here */
+    else key = tmp;
+    PyObject *v = latin1_str(PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+    if (v == NULL) { Py_XDECREF(key); return -1; }
+    int rc;
+    if (kind == NK_CTYPE) {
+        rc = PyDict_SetItem(env, K_CONTENT_TYPE, v);
+    } else {
+        PyObject *old = PyDict_GetItemWithError(env, key);
+        if (old == NULL && PyErr_Occurred()) {
+            rc = -1;
+        } else if (old == NULL) {
+            rc = PyDict_SetItem(env, key, v);
+        } else {
+            /* env[key] += ("; " if key == "HTTP_COOKIE" else ",") + value */
+            Py_INCREF(old);
+            PyObject *sv = PyUnicode_Concat(kind == NK_COOKIE ? S_sep_cookie : S_sep_comma, v);
+            PyObject *nv = sv ? PyNumber_InPlaceAdd(old, sv) : NULL;
+            Py_XDECREF(sv);
+            Py_DECREF(old);
+            rc = nv ? PyDict_SetItem(env, key, nv) : -1;
+            Py_XDECREF(nv);
+        }
+    }
+    Py_DECREF(v);
+    Py_XDECREF(key);
+    return rc;
+}
+
+static PyObject *gw_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "environ(req, base)");
+        return NULL;
+    }
+    PyObject *req = args[0], *base = args[1];
+    if (!PyTuple_Check(req) || PyTuple_GET_SIZE(req) < 13) {
+        PyErr_SetString(PyExc_TypeError, "environ(): req must be a REQUEST tuple from decode()");
+        return NULL;
+    }
+    if (!PyDict_Check(base)) {
+        PyErr_SetString(PyExc_TypeError, "environ(): base must be a dict");
+        return NULL;
+    }
+    PyObject *method = PyTuple_GET_ITEM(req, 3), *target = PyTuple_GET_ITEM(req, 4),
+             *path = PyTuple_GET_ITEM(req, 5), *query = PyTuple_GET_ITEM(req, 6),
+             *minor = PyTuple_GET_ITEM(req, 7), *headers = PyTuple_GET_ITEM(req, 8),
+             *peer = PyTuple_GET_ITEM(req, 9), *server = PyTuple_GET_ITEM(req, 10),
+             *scheme = PyTuple_GET_ITEM(req, 11), *cl = PyTuple_GET_ITEM(req, 12);
+    if (!PyBytes_Check(target) || !PyBytes_Check(path) || !PyBytes_Check(query)
+        || !PyUnicode_Check(peer) || !PyUnicode_Check(server) || !PyLong_Check(cl)
+        || !(PyList_Check(headers) || PyTuple_Check(headers))) {
+        PyErr_SetString(PyExc_TypeError, "environ(): req must be a REQUEST tuple from decode()");
+        return NULL;
+    }
+    int minor_true = PyObject_IsTrue(minor);
+    if (minor_true < 0) return NULL;
+
+    PyObject *env = PyDict_Copy(base);
+    if (env == NULL) return NULL;
+    PyObject *host = NULL, *port = NULL, *phost = NULL, *pport = NULL;
+    if (addr_cached(server, &c_server, &c_server_host, &c_server_port, &host, &port) < 0
+        || addr_cached(peer, &c_peer, &c_peer_host, &c_peer_port, &phost, &pport) < 0)
+        goto fail;
+
+    const char *pp = PyBytes_AS_STRING(path), *tp = PyBytes_AS_STRING(target);
+    size_t pn = (size_t)PyBytes_GET_SIZE(path), tn = (size_t)PyBytes_GET_SIZE(target);
+    int pct = memchr(pp, '%', pn) != NULL;
+    PyObject *pi = pct ? path_info(pp, pn) : latin1_str(pp, pn);
+    if (pi == NULL) goto fail;
+    PyObject *raw = (!pct && tn == pn && memcmp(tp, pp, pn) == 0)
+                    ? Py_NewRef(pi) : latin1_str(tp, tn);
+    if (PyDict_SetItem(env, K_REQUEST_METHOD, method) < 0
+        || set_new(env, K_PATH_INFO, pi) < 0
+        || set_new(env, K_QUERY_STRING,
+                   latin1_str(PyBytes_AS_STRING(query), (size_t)PyBytes_GET_SIZE(query))) < 0
+        || set_new(env, K_RAW_URI, raw) < 0)
+        goto fail;
+    if (PyDict_SetItem(env, K_SERVER_NAME,
+                       PyUnicode_GET_LENGTH(host) ? host : S_localhost) < 0)
+        goto fail;
+    PyObject *sp = port;
+    if (PyUnicode_GET_LENGTH(port) == 0) {
+        int https = PyUnicode_Check(scheme) && str_same(scheme, S_https);
+        if (!https && PyUnicode_Check(scheme) && !PyUnicode_CheckExact(scheme))
+            https = PyUnicode_Compare(scheme, S_https) == 0;
+        sp = https ? S_443 : S_80;
+    }
+    if (PyDict_SetItem(env, K_SERVER_PORT, sp) < 0
+        || PyDict_SetItem(env, K_SERVER_PROTOCOL, minor_true ? S_http11 : S_http10) < 0
+        || PyDict_SetItem(env, K_REMOTE_ADDR, phost) < 0
+        || PyDict_SetItem(env, K_REMOTE_PORT, pport) < 0
+        || PyDict_SetItem(env, K_URL_SCHEME, scheme) < 0)
+        goto fail;
+    int overflow;
+    long long cv = PyLong_AsLongLongAndOverflow(cl, &overflow);
+    if (cv == -1 && PyErr_Occurred()) goto fail;
+    if (overflow > 0 || cv > 0) {
+        if (set_new(env, K_CONTENT_LENGTH, PyObject_Str(cl)) < 0) goto fail;
+    }
+    Py_CLEAR(host);
+    Py_CLEAR(port);
+    Py_CLEAR(phost);
+    Py_CLEAR(pport);
+
+    if (PyList_Check(headers)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
+            PyObject *it = PyList_GET_ITEM(headers, i);
+            PyObject *n, *v;
+            if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2) {
+                PyErr_SetString(PyExc_TypeError, "environ(): headers must be (name, value) tuples");
+                goto fail;
+            }
+            Py_INCREF(it);
+            n = PyTuple_GET_ITEM(it, 0);
+            v = PyTuple_GET_ITEM(it, 1);
+            int rc = env_header(env, n, v);
+            Py_DECREF(it);
+            if (rc < 0) goto fail;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(headers); i++) {
+            PyObject *it = PyTuple_GET_ITEM(headers, i);
+            if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2) {
+                PyErr_SetString(PyExc_TypeError, "environ(): headers must be (name, value) tuples");
+                goto fail;
+            }
+            if (env_header(env, PyTuple_GET_ITEM(it, 0), PyTuple_GET_ITEM(it, 1)) < 0) goto fail;
+        }
+    }
+    return env;
+
+fail:
+    Py_XDECREF(host);
+    Py_XDECREF(port);
+    Py_XDECREF(phost);
+    Py_XDECREF(pport);
+    Py_DECREF(env);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* asgi_headers                                                             */
+
+static PyObject *lower_bytes(PyObject *name)
+{
+    const char *p = PyBytes_AS_STRING(name);
+    Py_ssize_t n = PyBytes_GET_SIZE(name), i;
+    for (i = 0; i < n; i++)
+        if (p[i] >= 'A' && p[i] <= 'Z') break;
+    if (i == n) {
+        if (PyBytes_CheckExact(name)) return Py_NewRef(name);
+        return PyBytes_FromStringAndSize(p, n);
+    }
+    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
+    if (r == NULL) return NULL;
+    char *d = PyBytes_AS_STRING(r);
+    for (i = 0; i < n; i++) d[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (char)(p[i] + 32) : p[i];
+    return r;
+}
+
+static PyObject *name_lower(PyObject *name)
+{
+    const char *p = PyBytes_AS_STRING(name);
+    size_t n = (size_t)PyBytes_GET_SIZE(name);
+    if (n == 0 || n > NC_MAX) return lower_bytes(name);
+    uint32_t h = short_hash((const uint8_t *)p, n);
+    nc_ent_t *e = nc_find(p, n, h);
+    if (e == NULL) e = nc_insert(name, h);
+    if (e->lower == NULL && (e->lower = lower_bytes(name)) == NULL) return NULL;
+    return Py_NewRef(e->lower);
+}
+
+static PyObject *gw_asgi_headers(PyObject *self, PyObject *headers)
+{
+    PyObject *seq = PySequence_Fast(headers, "asgi_headers() needs a list of (name, value)");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) { Py_DECREF(seq); return NULL; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, i), *nm, *v, *low;
+        Py_INCREF(it);
+        if (PyTuple_CheckExact(it) && PyTuple_GET_SIZE(it) == 2) {
+            nm = Py_NewRef(PyTuple_GET_ITEM(it, 0));
+            v = Py_NewRef(PyTuple_GET_ITEM(it, 1));
+        } else {
+            PyObject *t = PySequence_Tuple(it);
+            if (t == NULL) goto fail_it;
+            if (PyTuple_GET_SIZE(t) != 2) {
+                PyErr_Format(PyExc_ValueError, "header must be a (name, value) pair, got %zd items",
+                             PyTuple_GET_SIZE(t));
+                Py_DECREF(t);
+                goto fail_it;
+            }
+            nm = Py_NewRef(PyTuple_GET_ITEM(t, 0));
+            v = Py_NewRef(PyTuple_GET_ITEM(t, 1));
+            Py_DECREF(t);
+        }
+        Py_DECREF(it);
+        low = PyBytes_Check(nm) ? name_lower(nm) : PyObject_CallMethod(nm, "lower", NULL);
+        Py_DECREF(nm);
+        if (low == NULL) { Py_DECREF(v); goto fail; }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) { Py_DECREF(low); Py_DECREF(v); goto fail; }
+        PyTuple_SET_ITEM(pair, 0, low);
+        PyTuple_SET_ITEM(pair, 1, v);
+        PyList_SET_ITEM(out, i, pair);
+        if (seq != headers) continue;
+        /* a list may have been shrunk by code run above: keep i in range */
+        if (PyList_Check(seq) && n > PyList_GET_SIZE(seq)) {
+            PyErr_SetString(PyExc_RuntimeError, "headers changed size during asgi_headers()");
+            goto fail;
+        }
+        continue;
+fail_it:
+        Py_DECREF(it);
+        goto fail;
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_DECREF(seq);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoders                                                                 */
+
+static gwp_buf_t g_out;     /* scratch for the small frames */
+
+static int get_u32(PyObject *o, const char *what, uint32_t *v)
+{
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    unsigned long long x = PyLong_AsUnsignedLongLong(o);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    if (x > 0xFFFFFFFFull) {
+        PyErr_Format(PyExc_OverflowError, "%s out of range 0..2**32-1", what);
+        return -1;
+    }
+    *v = (uint32_t)x;
+    return 0;
+}
+
+static int get_u64(PyObject *o, const char *what, uint64_t *v)
+{
+    if (!PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.100s", what, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    unsigned long long x = PyLong_AsUnsignedLongLong(o);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *v = x;
+    return 0;
+}
+
+static int get_sid(PyObject *o, uint32_t *sid)
+{
+    if (get_u32(o, "stream id", sid) < 0) return -1;
+    if (*sid == 0) {
+        PyErr_SetString(PyExc_ValueError, "stream id 0 on a stream message");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *enc_error(int rc)
+{
+    if (rc == -ENOMEM) return PyErr_NoMemory();
+    if (rc == -EMSGSIZE) PyErr_SetString(PyExc_ValueError, "payload exceeds the cap (1 MiB) or more than 1024 headers");
+    else PyErr_SetString(PyExc_ValueError, "value outside the range the protocol allows");
+    return NULL;
+}
+
+/* Take the frame gwp just appended to g_out as a bytes object. */
+static PyObject *take_out(int rc)
+{
+    if (rc != 0) { gwp_buf_consume(&g_out, g_out.len); return enc_error(rc); }
+    PyObject *r = PyBytes_FromStringAndSize((const char *)g_out.data, (Py_ssize_t)g_out.len);
+    gwp_buf_consume(&g_out, g_out.len);
+    return r;
+}
+
+static inline size_t bin_size(size_t n)
+{
+    return n + (n <= 0xff ? 2 : n <= 0xffff ? 3 : 5);
+}
+
+static inline size_t uint_size(uint64_t v)
+{
+    return v < 0x80 ? 1 : v <= 0xff ? 2 : v <= 0xffff ? 3 : v <= 0xffffffffu ? 5 : 9;
+}
+
+/*
+ * Encode straight into a new bytes object of exactly `total` bytes. The
+ * caller computed total with gwp.c's own sizing rules; gwp_buf_t is pointed
+ * at the object's storage with cap == total, so the encoder writes in place
+ * and never needs to grow it (a mismatch is caught below, before anything
+ * could be wrong in a frame we hand out).
+ */
+#define ENCODE_INTO(total, call)                                               \
+    do {                                                                       \
+        if ((total) - GWP_HEADER_SIZE > GWP_MAX_PAYLOAD)                       \
+            return enc_error(-EMSGSIZE);                                       \
+        res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(total));            \
+        if (res == NULL) goto done;                                            \
+        gwp_buf_t b_ = { (uint8_t *)PyBytes_AS_STRING(res), 0, (total) };      \
+        gwp_buf_t *bp = &b_;                                                   \
+        int rc_ = (call);                                                      \
+        if (rc_ != 0 || b_.len != (total)) {                                   \
+            Py_CLEAR(res);                                                     \
+            if (rc_ != 0) enc_error(rc_);                                      \
+            else PyErr_SetString(PyExc_SystemError, "_gwfast: frame size mismatch"); \
+        }                                                                      \
+    } while (0)
+
+/* A header item -> pointer + length, keeping the object that owns the bytes
+ * in *own (a new reference): bytes and latin-1 str as they are, bytearray
+ * copied, anything else through bytes(). */
+static int hdr_part(PyObject *o, gwp_str_t *s, PyObject **own)
+{
+    if (PyBytes_Check(o)) {
+        *own = Py_NewRef(o);
+    } else if (PyUnicode_Check(o)) {
+        if (PyUnicode_READY(o) < 0) return -1;
+        if (PyUnicode_KIND(o) == PyUnicode_1BYTE_KIND) {
+            *own = Py_NewRef(o);   /* 1-byte kind: the data IS the latin-1 */
+            s->ptr = (const char *)PyUnicode_1BYTE_DATA(o);
+            s->len = (size_t)PyUnicode_GET_LENGTH(o);
+            return 0;
+        }
+        if ((*own = PyUnicode_AsLatin1String(o)) == NULL) return -1;   /* raises */
+    } else if (PyByteArray_Check(o)) {
+        if ((*own = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(o),
+                                              PyByteArray_GET_SIZE(o))) == NULL) return -1;
+    } else {
+        if ((*own = PyBytes_FromObject(o)) == NULL) return -1;
+    }
+    s->ptr = PyBytes_AS_STRING(*own);
+    s->len = (size_t)PyBytes_GET_SIZE(*own);
+    return 0;
+}
+
+#define HSTACK 32
+
+static PyObject *gw_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "response(sid, status, headers, body, end)");
+        return NULL;
+    }
+    uint32_t sid, status;
+    if (get_sid(args[0], &sid) < 0 || get_u32(args[1], "status", &status) < 0) return NULL;
+    if (status < 100 || status > 999) {
+        PyErr_Format(PyExc_ValueError, "status %u out of range 100..999", status);
+        return NULL;
+    }
+    PyObject *headers = args[2], *body = args[3];
+    int end = PyObject_IsTrue(args[4]);
+    if (end < 0) return NULL;
+    if (!PyList_Check(headers) && !PyTuple_Check(headers)) {
+        PyErr_Format(PyExc_TypeError, "headers must be a list, not %.100s", Py_TYPE(headers)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t nh = PyList_Check(headers) ? PyList_GET_SIZE(headers) : PyTuple_GET_SIZE(headers);
+    if (nh > GWP_MAX_HEADERS) return enc_error(-EMSGSIZE);
+
+    gwp_header_t hstack[HSTACK], *hs = hstack;
+    PyObject *ostack[2 * HSTACK], **own = ostack;
+    Py_ssize_t nown = 0;
+    PyObject *res = NULL;
+    Py_buffer bv;
+    int have_bv = 0;
+    if (nh > HSTACK) {
+        hs = PyMem_Malloc((size_t)nh * sizeof(*hs));
+        own = PyMem_Malloc((size_t)nh * 2 * sizeof(*own));
+        if (hs == NULL || own == NULL) { PyErr_NoMemory(); goto done; }
+    }
+    Py_ssize_t i;
+    for (i = 0; i < nh; i++) {
+        /* Size re-read: converting an item may run Python code. */
+        Py_ssize_t cur = PyList_Check(headers) ? PyList_GET_SIZE(headers) : PyTuple_GET_SIZE(headers);
+        if (i >= cur) break;
+        PyObject *it = PyList_Check(headers) ? PyList_GET_ITEM(headers, i) : PyTuple_GET_ITEM(headers, i);
+        PyObject *n, *v;
+        Py_INCREF(it);
+        if ((PyTuple_CheckExact(it) && PyTuple_GET_SIZE(it) == 2)) {
+            n = Py_NewRef(PyTuple_GET_ITEM(it, 0));
+            v = Py_NewRef(PyTuple_GET_ITEM(it, 1));
+            Py_DECREF(it);
+        } else {
+            PyObject *t = PySequence_Tuple(it);
+            Py_DECREF(it);
+            if (t == NULL) goto done;
+            if (PyTuple_GET_SIZE(t) != 2) {
+                PyErr_Format(PyExc_ValueError, "header must be a (name, value) pair, got %zd items",
+                             PyTuple_GET_SIZE(t));
+                Py_DECREF(t);
+                goto done;
+            }
+            n = Py_NewRef(PyTuple_GET_ITEM(t, 0));
+            v = Py_NewRef(PyTuple_GET_ITEM(t, 1));
+            Py_DECREF(t);
+        }
+        int rc = hdr_part(n, &hs[i].name, &own[nown]);
+        Py_DECREF(n);
+        if (rc < 0) { Py_DECREF(v); goto done; }
+        nown++;
+        rc = hdr_part(v, &hs[i].value, &own[nown]);
+        Py_DECREF(v);
+        if (rc < 0) goto done;
+        nown++;
+    }
+    nh = i;
+
+    gwp_response_t m;
+    m.status = status;
+    m.headers = hs;
+    m.nheaders = (uint32_t)nh;
+    m.body.ptr = "";
+    m.body.len = 0;
+    m.has_body = 0;
+    if (body != Py_None) {
+        /* The ref sends the body key only when `if body:` is true; for the
+         * buffer types that means non-empty. */
+        if (PyObject_GetBuffer(body, &bv, PyBUF_SIMPLE) < 0) goto done;
+        have_bv = 1;
+        m.body.ptr = bv.buf;
+        m.body.len = (size_t)bv.len;
+    }
+
+    size_t hsz = nh <= 15 ? 1 : 3;
+    for (i = 0; i < nh; i++)
+        hsz += 1 + bin_size(hs[i].name.len) + bin_size(hs[i].value.len);
+    size_t total = GWP_HEADER_SIZE + 1 + sizeof("status") + uint_size(status)
+        + sizeof("headers") + hsz + (m.body.len ? sizeof("body") + bin_size(m.body.len) : 0);
+    if (total > GWP_HEADER_SIZE + GWP_MAX_PAYLOAD + (size_t)0) { enc_error(-EMSGSIZE); goto done; }
+    {
+        res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+        if (res == NULL) goto done;
+        gwp_buf_t b = { (uint8_t *)PyBytes_AS_STRING(res), 0, total };
+        int rc = gwp_encode_response(&b, sid, end ? GWP_F_END : 0, &m);
+        if (rc != 0 || b.len != total) {
+            Py_CLEAR(res);
+            if (rc != 0) enc_error(rc);
+            else PyErr_SetString(PyExc_SystemError, "_gwfast: RESPONSE size mismatch");
+        }
+    }
+done:
+    if (have_bv) PyBuffer_Release(&bv);
+    for (i = 0; i < nown; i++) Py_DECREF(own[i]);
+    if (hs != hstack) PyMem_Free(hs);
+    if (own != ostack) PyMem_Free(own);
+    return res;
+}
+
+static PyObject *gw_data_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "data_frame(type, sid, data, end)");
+        return NULL;
+    }
+    uint32_t type, sid;
+    if (get_u32(args[0], "type", &type) < 0) return NULL;
+    if (type != GWP_MSG_BODY && type != GWP_MSG_RESP_BODY) {
+        PyErr_Format(PyExc_ValueError, "data_frame type must be 4 (BODY) or 6 (RESP_BODY), not %u", type);
+        return NULL;
+    }
+    if (get_sid(args[1], &sid) < 0) return NULL;
+    int end = PyObject_IsTrue(args[3]);
+    if (end < 0) return NULL;
+    Py_buffer bv;
+    if (PyObject_GetBuffer(args[2], &bv, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *res = NULL;
+    size_t total = GWP_HEADER_SIZE + 1 + sizeof("data") + bin_size((size_t)bv.len);
+    if (total - GWP_HEADER_SIZE > GWP_MAX_PAYLOAD) {
+        enc_error(-EMSGSIZE);
+    } else if ((res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total)) != NULL) {
+        gwp_buf_t b = { (uint8_t *)PyBytes_AS_STRING(res), 0, total };
+        int rc = gwp_encode_data(&b, (gwp_type_t)type, sid, end ? GWP_F_END : 0, bv.buf, (size_t)bv.len);
+        if (rc != 0 || b.len != total) {
+            Py_CLEAR(res);
+            if (rc != 0) enc_error(rc);
+            else PyErr_SetString(PyExc_SystemError, "_gwfast: data frame size mismatch");
+        }
+    }
+    PyBuffer_Release(&bv);
+    return res;
+}
+
+static PyObject *gw_window(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t sid, n;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "window(sid, n)");
+        return NULL;
+    }
+    if (get_sid(args[0], &sid) < 0 || get_u32(args[1], "window bytes", &n) < 0) return NULL;
+    return take_out(gwp_encode_window(&g_out, sid, n));
+}
+
+static PyObject *gw_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t sid;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cancel(sid, reason)");
+        return NULL;
+    }
+    if (get_sid(args[0], &sid) < 0) return NULL;
+    if (!PyUnicode_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "reason must be str, not %.100s", Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *r = PyUnicode_AsUTF8AndSize(args[1], &n);
+    if (r == NULL) return NULL;
+    if ((size_t)n != strlen(r)) {   /* gwp_encode_cancel takes a C string */
+        PyErr_SetString(PyExc_ValueError, "cancel reason contains a NUL character");
+        return NULL;
+    }
+    return take_out(gwp_encode_cancel(&g_out, sid, r));
+}
+
+static PyObject *gw_heartbeat(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "heartbeat(served, inflight, tasks, rss, loop)");
+        return NULL;
+    }
+    gwp_heartbeat_t m;
+    if (get_u64(args[0], "served", &m.served) < 0 || get_u32(args[1], "inflight", &m.inflight) < 0
+        || get_u32(args[2], "tasks", &m.tasks) < 0 || get_u64(args[3], "rss", &m.rss) < 0)
+        return NULL;
+    if (!PyUnicode_Check(args[4])) {
+        PyErr_Format(PyExc_TypeError, "loop must be str, not %.100s", Py_TYPE(args[4])->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *l = PyUnicode_AsUTF8AndSize(args[4], &n);
+    if (l == NULL) return NULL;
+    m.loop.ptr = l;
+    m.loop.len = (size_t)n;
+    return take_out(gwp_encode_heartbeat(&g_out, &m));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Module                                                                   */
+
+static PyMethodDef gw_methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))gw_decode, METH_FASTCALL,
+     "decode(buf: bytearray, on_malformed_cls=ValueError) -> list of frame tuples.\n"
+     "Consumes the whole frames at the start of buf; all or nothing: on a\n"
+     "malformed frame raises on_malformed_cls(message) and leaves buf as it was."},
+    {"environ", (PyCFunction)(void (*)(void))gw_environ, METH_FASTCALL,
+     "environ(req, base) -> base.copy() plus the PEP 3333 CGI keys of REQUEST tuple req."},
+    {"asgi_headers", (PyCFunction)gw_asgi_headers, METH_O,
+     "asgi_headers(headers) -> [(name.lower(), value), ...]"},
+    {"response", (PyCFunction)(void (*)(void))gw_response, METH_FASTCALL,
+     "response(sid, status, headers, body, end) -> bytes: one RESPONSE frame."},
+    {"data_frame", (PyCFunction)(void (*)(void))gw_data_frame, METH_FASTCALL,
+     "data_frame(type, sid, data, end) -> bytes: one BODY (4) or RESP_BODY (6) frame."},
+    {"window", (PyCFunction)(void (*)(void))gw_window, METH_FASTCALL,
+     "window(sid, n) -> bytes: one WINDOW frame."},
+    {"cancel", (PyCFunction)(void (*)(void))gw_cancel, METH_FASTCALL,
+     "cancel(sid, reason) -> bytes: one CANCEL frame."},
+    {"heartbeat", (PyCFunction)(void (*)(void))gw_heartbeat, METH_FASTCALL,
+     "heartbeat(served, inflight, tasks, rss, loop) -> bytes: one HEARTBEAT frame."},
+    {NULL, NULL, 0, NULL},
+};
+
+static void gw_free(void *unused)
+{
+    for (int i = 0; i < NC_SIZE; i++) nc_clear(&ncache[i]);
+    for (int i = 0; i < TC_SIZE; i++) Py_CLEAR(tcache[i].s);
+    Py_CLEAR(c_server); Py_CLEAR(c_server_host); Py_CLEAR(c_server_port);
+    Py_CLEAR(c_peer); Py_CLEAR(c_peer_host); Py_CLEAR(c_peer_port);
+    gwp_decoder_done(&g_dec);
+    gwp_buf_free(&g_out);
+}
+
+static struct PyModuleDef gw_module = {
+    PyModuleDef_HEAD_INIT, "_gwfast",
+    "The GWP codec (proto/gwp.c) and the WSGI environ builder for the Python worker runtime.",
+    -1, gw_methods, NULL, NULL, NULL, gw_free,
+};
+
+static int intern(PyObject **slot, const char *s)
+{
+    *slot = PyUnicode_InternFromString(s);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC PyInit__gwfast(void)
+{
+    if (intern(&S_empty, "") || intern(&S_80, "80") || intern(&S_443, "443")
+        || intern(&S_localhost, "localhost") || intern(&S_http11, "HTTP/1.1")
+        || intern(&S_http10, "HTTP/1.0") || intern(&S_https, "https")
+        || intern(&S_sep_comma, ",") || intern(&S_sep_cookie, "; ")
+        || intern(&K_REQUEST_METHOD, "REQUEST_METHOD") || intern(&K_PATH_INFO, "PATH_INFO")
+        || intern(&K_QUERY_STRING, "QUERY_STRING") || intern(&K_RAW_URI, "RAW_URI")
+        || intern(&K_SERVER_NAME, "SERVER_NAME") || intern(&K_SERVER_PORT, "SERVER_PORT")
+        || intern(&K_SERVER_PROTOCOL, "SERVER_PROTOCOL") || intern(&K_REMOTE_ADDR, "REMOTE_ADDR")
+        || intern(&K_REMOTE_PORT, "REMOTE_PORT") || intern(&K_URL_SCHEME, "wsgi.url_scheme")
+        || intern(&K_CONTENT_LENGTH, "CONTENT_LENGTH") || intern(&K_CONTENT_TYPE, "CONTENT_TYPE")
+        || intern(&K_HTTP_COOKIE, "HTTP_COOKIE"))
+        return NULL;
+    for (int i = 1; i < GWP_MSG_MAX; i++)
+        if ((I_type[i] = PyLong_FromLong(i)) == NULL) return NULL;
+    gwp_decoder_init(&g_dec, 0);
+    gwp_buf_init(&g_out);
+
+    PyObject *m = PyModule_Create(&gw_module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddStringConstant(m, "name", "c") < 0
+        || PyModule_AddIntConstant(m, "CAP", GWP_MAX_PAYLOAD) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
