@@ -5,9 +5,9 @@
 set -eu
 what=${1:-build}
 
-pkgs_build="build-essential pkg-config libev-dev libmsgpack-dev curl"
-pkgs_test="check clang libclang-rt-14-dev python3 python3-pytest python3-msgpack python3-flask procps"
-pkgs_bench="wrk nginx-light valgrind util-linux"
+pkgs_build="build-essential pkg-config libev-dev libmsgpack-dev curl python3 python3-dev python3-msgpack"
+pkgs_test="check clang libclang-rt-14-dev python3-pytest python3-flask python3-fastapi python3-uvloop python3-gevent procps"
+pkgs_bench="wrk nginx-light valgrind util-linux gunicorn python3-uvicorn python3-httptools uwsgi uwsgi-plugin-python3"
 
 case "$what" in
     build) want="$pkgs_build" ;;
