@@ -406,10 +406,9 @@ class AsgiWorker(object):
                 st.done = True
                 self.streams.pop(st.sid, None)
             if req_obj is not None:
-                from ._hooks import Response
                 self.winfo.nr = self.served
-                hooks.call("post_request", self.winfo, req_obj, scope,
-                           Response(st.status, st.headers, st.sent_bytes))
+                hooks.post_request(self.winfo, req_obj, scope, st.status,
+                                   st.headers, st.sent_bytes)
             while self.pending_reqs and self.running < self.limit:
                 nxt = self.pending_reqs.popleft()
                 if not nxt.cancelled:

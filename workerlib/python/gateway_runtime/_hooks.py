@@ -75,9 +75,12 @@ class Response(object):
     def __init__(self, status_code, headers, sent):
         self.status_code = status_code
         self.status = str(status_code)
-        self.headers = [(n.decode("latin-1"), v.decode("latin-1"))
-                        for n, v in (headers or ())]
+        self.headers = [(_text(n), _text(v)) for n, v in (headers or ())]
         self.sent = sent
+
+
+def _text(v):
+    return v if isinstance(v, str) else bytes(v).decode("latin-1")
 
 
 class Config(object):
@@ -109,6 +112,14 @@ class Config(object):
             sys.stderr.write("gateway_worker: hook %s raised:\n" % name)
             traceback.print_exc()
             sys.stderr.flush()
+
+    def post_request(self, winfo, req, env, code, headers, sent):
+        try:
+            resp = Response(code or 0, headers, sent)
+        except Exception:
+            traceback.print_exc()
+            return
+        self.call("post_request", winfo, req, env, resp)
 
     def call_fatal(self, name, *args):
         fn = self.fns.get(name)

@@ -438,30 +438,22 @@ class WsgiWorker(object):
                     sent_bytes[0] += len(body)
                     self.send_data(st, body, True, out)
             else:
-                pending = None
+                # PEP 3333 "Buffering and Streaming": each block leaves
+                # before the next one is asked for (the app may be waiting
+                # for something before producing it).
                 for chunk in result:
                     if st.cancelled:
                         break
                     if not chunk:
                         continue
                     if not status[2]:
-                        if pending is None:
-                            pending = bytes(chunk)
-                            continue
                         send_head(False)
-                        sent_bytes[0] += len(pending)
-                        self.send_data(st, pending, False, out)
-                        pending = None
                     sent_bytes[0] += len(chunk)
                     self.send_data(st, bytes(chunk), False, out)
+                    self.emit(out)
                 if not st.cancelled:
                     if not status[2]:
-                        if pending is not None and len(pending) > fits:
-                            send_head(False)
-                            sent_bytes[0] += len(pending)
-                            self.send_data(st, pending, True, out)
-                        else:
-                            send_head(True, pending)
+                        send_head(True)
                     else:
                         self.send_data(st, b"", True, out)
             ok = True
@@ -489,10 +481,9 @@ class WsgiWorker(object):
                 out.append(codec.cancel(st.sid, "app-error"))
         self.request_done(st)
         if req_obj is not None:
-            from ._hooks import Response
             self.winfo.nr = self.served
-            hooks.call("post_request", self.winfo, req_obj, environ,
-                       Response(status[0] or 0, status[1], sent_bytes[0]))
+            hooks.post_request(self.winfo, req_obj, environ, status[0],
+                               status[1], sent_bytes[0])
         self.request_end(out)
 
     def request_end(self, out):

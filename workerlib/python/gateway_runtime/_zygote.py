@@ -10,7 +10,8 @@ master waits for and signals it like any other worker. The zygote answers
 SPAWNED with the worker's pid only after the middle process is gone.
 
 The zygote runs no request and no thread of its own; it ignores SIGINT
-(the master decides about stops) and exits on QUIT, on EOF, or on SIGTERM.
+(the master decides about stops) and SIGUSR1 (its stderr, the error log,
+comes as a LOGFD message), and exits on QUIT, on EOF, or on SIGTERM.
 """
 
 import ctypes
@@ -25,8 +26,8 @@ import msgpack
 
 from . import _app, _main, _proto
 
-Z_READY, SPAWN, SPAWNED, Z_ERROR, Z_QUIT = 64, 65, 66, 67, 68
-FROM_MASTER = frozenset((SPAWN, Z_QUIT))
+Z_READY, SPAWN, SPAWNED, Z_ERROR, Z_QUIT, LOGFD = 64, 65, 66, 67, 68, 69
+FROM_MASTER = frozenset((SPAWN, Z_QUIT, LOGFD))
 PACKET_MAX = 64 * 1024
 PR_SET_NAME = 15
 PR_SET_MEMORY_MERGE = 67
@@ -125,6 +126,10 @@ def zygote_main(fd, config):
     sock = socket.socket(fileno=fd)      # AF_UNIX, SOCK_SEQPACKET
     sock.setblocking(True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # USR1 (reopen logs) must not kill the zygote or, inherited, its workers
+    # (the default action of SIGUSR1 is to terminate); log files come as
+    # LOGFD messages here.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     _set_name("gw-zygote")
     spec = os.environ.get("GATEWAY_APP", "")
     try:
@@ -140,8 +145,11 @@ def zygote_main(fd, config):
     gc.freeze()
     if os.environ.get("GATEWAY_KSM") == "1":
         _ksm()
-    _send(sock, Z_READY, {"version": _proto.VERSION, "pid": os.getpid(),
-                          "runtime": "python", "interface": iface})
+    try:
+        _send(sock, Z_READY, {"version": _proto.VERSION, "pid": os.getpid(),
+                              "runtime": "python", "interface": iface})
+    except OSError:
+        os._exit(0)          # the master no longer wants this zygote
     _serve(sock, config, app, iface)
 
 
@@ -170,6 +178,18 @@ def _serve(sock, config, app, iface):
             os._exit(1)
         if ftype == Z_QUIT:
             os._exit(0)
+        if ftype == LOGFD:
+            # the master's error log (--error-logfile, reopened on USR1):
+            # our stderr from now on, inherited by the workers forked later
+            if len(fds) == 1:
+                try:
+                    sys.stderr.flush()
+                except Exception:
+                    pass
+                os.dup2(fds[0], 2)
+            for f in fds:
+                os.close(f)
+            continue
         slot, seq = m.get("slot"), m.get("seq")
         if not isinstance(slot, int) or not isinstance(seq, int) or \
                 len(fds) != 1:
@@ -185,7 +205,10 @@ def _serve(sock, config, app, iface):
             reply = {"slot": slot, "seq": seq, "error": "fork: %s" % e.strerror}
         finally:
             os.close(fds[0])
-        _send(sock, SPAWNED, reply)
+        try:
+            _send(sock, SPAWNED, reply)
+        except OSError:
+            os._exit(0)      # the master went away (or gave up on us)
 
 
 def _spawn(sock, chan_fd, slot, config, app, iface):

@@ -1,0 +1,246 @@
+"""
+The Python runtime's ASGI 3 worker with a raw ASGI app (apps/asgi_app.py):
+the http scope, receive() streaming a large upload and delivering
+http.disconnect when the client goes away, a streamed response
+(more_body), lifespan startup/shutdown once per worker and a failed startup,
+an app exception (500, the worker survives), --timeout cancelling the
+request's task, and --interface.
+
+The app reports through files in $GW_TEST_DIR (the tmp_dir fixture).
+"""
+import calendar
+import hashlib
+import json
+import os
+import re
+import time
+
+import pytest
+
+from gwharness import LOG_LINE, build_request, run_cli, wait_until, worker_pid
+
+APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
+
+
+def env_for(d, **extra):
+    e = {"PYTHONPATH": APPS, "GW_TEST_DIR": d}
+    e.update(extra)
+    return e
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_lines(path, n=1, timeout=5.0):
+    return wait_until(lambda: len(read_lines(path)) >= n and read_lines(path), timeout,
+                      what="%d line(s) in %s" % (n, path))
+
+
+def log_time(line):
+    """Seconds since the epoch of a gateway log line (ms precision)."""
+    ts = LOG_LINE.match(line).group(1)
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z$", ts)
+    assert m, ts
+    return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + \
+        int(m.group(2)) / 1000.0
+
+
+def test_asgi_scope(gateway, tmp_dir):
+    gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
+    c = gw.connect()
+    c.send(build_request("GET", "/scope/caf%C3%A9%20x?a=1&b=%C3%A9",
+                         headers=[("X-Mixed-Case", "Keep This"), ("X-Dup", "1"),
+                                  ("X-Dup", "2")]))
+    r = c.read_response()
+    assert r.status == 200, r
+    s = json.loads(r.body)
+    assert s["type"] == "http" and s["asgi"]["version"] == "3.0", s
+    assert s["http_version"] == "1.1" and s["method"] == "GET" and s["scheme"] == "http", s
+    # path is percent-decoded (UTF-8) text, raw_path the bytes as sent, without the query
+    assert s["path"] == "/scope/caf\u00e9 x" and s["path_type"] == "str", s
+    assert s["raw_path"] == "/scope/caf%C3%A9%20x" and s["raw_path_type"] == "bytes", s
+    assert s["query_string"] == "a=1&b=%C3%A9" and s["query_string_type"] == "bytes", s
+    assert s["root_path"] == "", s
+    # headers: (bytes, bytes) pairs, names lower-cased, values and order kept
+    assert s["header_types"] == ["bytes,bytes"], s
+    hs = s["headers"]
+    assert all(n == n.lower() for n, _ in hs), hs
+    assert ["host", "localhost"] in hs and ["x-mixed-case", "Keep This"] in hs, hs
+    assert [v for n, v in hs if n == "x-dup"] == ["1", "2"], hs
+    # client and server: (host, port) with the real addresses of this connection
+    assert s["client"] == ["127.0.0.1", c.sock.getsockname()[1]], s
+    assert s["client_types"] == ["str", "int"], s
+    assert s["server"] == ["127.0.0.1", gw.port] and s["server_types"] == ["str", "int"], s
+    # HTTP/1.0 and another method
+    c.send(build_request("POST", "/scope", body=b"x", version="HTTP/1.0"))
+    r = c.read_response()
+    s = json.loads(r.body)
+    assert s["http_version"] == "1.0" and s["method"] == "POST", s
+    assert s["path"] == "/scope" and s["query_string"] == "", s
+    c.close()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_asgi_receive_streams_large_upload(gateway, tmp_dir, framing):
+    """A 4 MiB upload reaches the app in several http.request messages, and
+    the first arrives while most of the body has not been sent yet."""
+    gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
+    body = os.urandom(4 << 20)
+    first, rest = body[:300 * 1024], body[300 * 1024:]
+    c = gw.connect(timeout=10)
+    if framing == "chunked":
+        c.send(build_request("POST", "/upload", headers=[("Transfer-Encoding", "chunked")]))
+
+        def piece(data):
+            out = b""
+            for i in range(0, len(data), 100000):
+                p = data[i:i + 100000]
+                out += b"%x\r\n%s\r\n" % (len(p), p)
+            return out
+        c.send(piece(first))
+        wait_lines(os.path.join(tmp_dir, "upload-first"))
+        c.send(piece(rest) + b"0\r\n\r\n")
+    else:
+        c.send(build_request("POST", "/upload", headers=[("Content-Length", str(len(body)))])
+               + first)
+        # the app has its first chunk before the client sent the other 3.7 MiB
+        wait_lines(os.path.join(tmp_dir, "upload-first"))
+        c.send(rest)
+    r = c.read_response()
+    assert r.status == 200, r
+    got = json.loads(r.body)
+    assert got["length"] == len(body) and got["sha256"] == hashlib.sha256(body).hexdigest(), got
+    assert got["messages"] > 4, "a 4 MiB body must stream in several messages: %r" % got
+    c.close()
+
+
+def test_asgi_disconnect_mid_request(gateway, tmp_dir):
+    gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
+    pid = gw.wait_workers(1)[0]
+    c = gw.connect()
+    c.send(build_request("POST", "/disconnect", headers=[("Content-Length", "1000000")])
+           + b"a" * 5000)
+    log = os.path.join(tmp_dir, "disconnect.log")
+    wait_lines(os.path.join(tmp_dir, "disconnect-first"))   # the app is in receive()
+    c.close()
+    lines = wait_lines(log)
+    assert len(lines) == 1 and re.match(r"^disconnect after \d+ bytes$", lines[0]), lines
+    assert int(lines[0].split()[2]) <= 5000, lines
+    r = gw.get("/pid")
+    assert r.status == 200 and worker_pid(r) == pid, r
+
+
+def test_asgi_streaming_response(gateway, tmp_dir):
+    """Chunks sent with more_body=True reach the client as they are sent:
+    the app sends chunk 0, then waits for a file the test creates only
+    after it has read chunk 0."""
+    gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
+    flag = os.path.join(tmp_dir, "stream-go")
+    seen = []
+
+    def on_chunk(data):
+        if not seen:
+            assert not os.path.exists(flag)
+            open(flag, "w").close()
+        seen.append(data)
+    c = gw.connect(timeout=5)
+    c.send(build_request("GET", "/stream?n=4"))
+    try:
+        r = c.read_response(on_chunk=on_chunk)
+    finally:
+        open(flag, "a").close()     # never leave the app waiting
+    assert r.status == 200, r
+    assert (r.header("Transfer-Encoding") or "").lower() == "chunked", r.headers
+    assert r.body == b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n", r
+    assert seen[0] == b"chunk 0\n", seen
+    assert read_lines(os.path.join(tmp_dir, "stream.log")) == ["go seen True"]
+    c.close()
+
+
+def test_asgi_lifespan_once_per_worker(gateway, tmp_dir):
+    gw = gateway("py:asgi_app:app", workers=2, env=env_for(tmp_dir))
+    pids = gw.wait_workers(2)
+    log = os.path.join(tmp_dir, "lifespan.log")
+    lines = read_lines(log)
+    started = {int(ln.split()[1]): float(ln.split()[2]) for ln in lines}
+    assert len(lines) == 2 and sorted(started) == pids, (lines, pids)
+    # each worker's startup ran before the master logged that worker ready
+    for p in pids:
+        ready = [ln for ln in gw.log_lines() if "(pid %d) ready" % p in ln]
+        assert len(ready) == 1, gw.log_tail()
+        assert int(started[p] * 1000) / 1000.0 <= log_time(ready[0]) + 0.0005, \
+            (started[p], ready[0])
+    assert gw.stop() == 0 and not gw.problems, gw.problems
+    lines = read_lines(log)
+    assert len(lines) == 4, lines
+    assert sorted(lines[2:]) == sorted("shutdown %d" % p for p in pids), lines
+
+
+def test_asgi_lifespan_startup_failure(tmp_dir):
+    rc, out, err, left = run_cli(
+        ["-w", "2", "-b", "127.0.0.1:0", "--control-socket", os.path.join(tmp_dir, "c.sock"),
+         "asgi_app:app"], timeout=20,
+        env=env_for(tmp_dir, ASGI_FAIL_STARTUP="database unreachable"))
+    assert rc != 0 and not left, (rc, left, err)
+    fatal = [ln for ln in err.splitlines() if ln.startswith("gateway:")]
+    assert len(fatal) == 1, err
+    assert "lifespan" in fatal[0] and "database unreachable" in fatal[0], fatal
+    assert not any("ready:" in ln for ln in err.splitlines()), err
+
+
+@pytest.mark.allow_log(r"intentional ASGI failure")
+def test_asgi_app_exception_500_worker_survives(gateway, tmp_dir):
+    gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
+    pid = gw.wait_workers(1)[0]
+    mark = gw.log_mark()
+    r = gw.get("/boom")
+    assert r.status == 500, r
+    gw.wait_log(r"^RuntimeError: intentional ASGI failure in /boom$", since=mark)
+    assert any(ln.startswith("Traceback (most recent call last):")
+               for ln in gw.log_since(mark)), gw.log_tail()
+    for _ in range(3):
+        r = gw.get("/pid")
+        assert r.status == 200 and worker_pid(r) == pid and r.body == str(pid).encode(), r
+    assert gw.worker_pids() == [pid]
+
+
+def test_asgi_timeout_cancels_task(gateway, tmp_dir):
+    gw = gateway("py:asgi_app:app", "--timeout", "1", workers=1, env=env_for(tmp_dir))
+    pid = gw.wait_workers(1)[0]
+    t0 = time.monotonic()
+    r = gw.get("/sleep", timeout=8)
+    took = time.monotonic() - t0
+    assert r.status == 504, r
+    assert took < 4, "504 took %.1f s with --timeout 1" % took
+    lines = wait_lines(os.path.join(tmp_dir, "cancelled.log"))
+    assert lines == ["CancelledError %d" % pid], lines
+    for _ in range(3):
+        r = gw.get("/pid")
+        assert r.status == 200 and worker_pid(r) == pid, r
+    assert gw.worker_pids() == [pid]
+    assert not any("WORKER TIMEOUT" in ln for ln in gw.log_lines()), gw.log_tail()
+
+
+@pytest.mark.allow_log(r"coroutine|not iterable|error handling")
+def test_asgi_interface_auto_vs_forced_wsgi(gateway, tmp_dir):
+    d_auto = os.path.join(tmp_dir, "auto")
+    d_wsgi = os.path.join(tmp_dir, "wsgi")
+    os.mkdir(d_auto)
+    os.mkdir(d_wsgi)
+    gw = gateway("py:asgi_app:app", workers=1, env=env_for(d_auto))
+    r = gw.get("/pid")
+    assert r.status == 200 and r.body == str(worker_pid(r)).encode(), r
+    assert len(read_lines(os.path.join(d_auto, "lifespan.log"))) == 1
+    gw2 = gateway("py:asgi_app:app", "--interface", "wsgi", workers=1, env=env_for(d_wsgi))
+    pid = gw2.wait_workers(1)[0]
+    mark = gw2.log_mark()
+    r = gw2.get("/pid")
+    assert r.status == 500, "an ASGI app called as WSGI must fail the request: %r" % (r,)
+    gw2.wait_log(r"TypeError", since=mark)
+    assert read_lines(os.path.join(d_wsgi, "lifespan.log")) == [], "no lifespan under WSGI"
+    assert gw2.worker_pids() == [pid]
