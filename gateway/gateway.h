@@ -103,6 +103,7 @@ struct gw_worker_s {
     unsigned          flush_queued:1;
     unsigned          stuck:1;       /* WORKER TIMEOUT: aborted, awaiting the reap */
     unsigned          wanted:1;      /* a process should run here (respawn on exit) */
+    unsigned          zygote_wait:1; /* BACKOFF until the zygote is ready (--preload, Python) */
     unsigned          generation;    /* the reload generation it was spawned in */
     gw_worker_t      *flush_next;
 };
@@ -159,6 +160,62 @@ unsigned gw_supervisor_scale(unsigned n);
 void gw_supervisor_reload(unsigned workers);
 /* Send sig to every worker process (USR1: reopen logs). */
 void gw_supervisor_signal_all(int sig);
+/* zygote.c calls these: a zygote reported READY (spawn the slots waiting
+ * for it); a zygote process was reaped (a stop may be complete). */
+void gw_supervisor_zygote_ready(void);
+void gw_supervisor_zygote_exited(void);
+/* The part of a new child's set-up shared by workers and the zygote: signal
+ * dispositions reset, fd becomes 3 and every other descriptor >= 4 is
+ * closed (listeners, clients, channels), log role, the post_fork hook when
+ * slot >= 0, --user/--group, process name comm. _exit()s on failure. */
+void gw_child_setup(int fd, const char *role, const char *comm, int slot);
+
+/* ---- the zygote (zygote.c): --preload for Python apps ----
+ *
+ * One runtime process imports the app once and forks the workers on the
+ * master's request (proto/PROTOCOL.md, "The zygote channel"). The master is
+ * a child subreaper, so those workers are its children like any other. */
+
+/* 1 when workers come from a zygote (Python app with --preload). */
+int  gw_zygote_enabled(void);
+/* Before the loop exists (main.c, where the import check would run): start
+ * the zygote and wait for it to load the app. 0, or -1 with one line (no
+ * "gateway: " prefix) in err and nothing left running. */
+int  gw_zygote_boot(char *err, size_t errlen);
+/* Once gw.loop exists: watch the zygote started by gw_zygote_boot(). */
+void gw_zygote_attach(void);
+/* 1 if a spawn can be asked for now. */
+int  gw_zygote_ready(void);
+/* Ask the zygote for a worker for slot whose channel end is fd (the caller
+ * keeps and closes its copy). Synchronous: returns 0 with *pid (already
+ * the master's child) once the zygote answered; -EAGAIN if no zygote is
+ * ready (the slot waits for gw_supervisor_zygote_ready); another negative
+ * errno if this spawn failed (the slot retries after a delay). */
+int  gw_zygote_spawn(int slot, int fd, pid_t *pid);
+/* HUP: start a new zygote (the app is imported again); the current one is
+ * stopped when the new one is ready. */
+void gw_zygote_reload(void);
+/* Stop every zygote (QUIT); gw_zygote_all_exited() once they are reaped. */
+void gw_zygote_stop(void);
+int  gw_zygote_all_exited(void);
+/* USR1 (and once at start): pass the master's stderr, the error log, to
+ * the zygotes so the workers forked from now on inherit it. */
+void gw_zygote_reopen_logs(void);
+/* Leaving the master: SIGKILL and reap whatever zygote is left. */
+void gw_zygote_kill_all(void);
+
+typedef struct {
+    int         enabled;      /* 0: no zygote (not a Python --preload) */
+    pid_t       pid;          /* the current zygote, 0 if none running */
+    const char *state;        /* "starting", "ready", "backoff", "stopping", "none" */
+    unsigned    generation;   /* reload generation whose app it imported */
+    unsigned    restarts;     /* zygotes started after the first */
+    unsigned    spawned;      /* workers forked by the current zygote */
+    ev_tstamp   started_at;   /* ev_now() when the current one was started (0 at boot) */
+    pid_t       old_pid;      /* a previous zygote still stopping after a reload, else 0 */
+} gw_zygote_info_t;
+/* For gatewayctl status / metrics. */
+void gw_zygote_info(gw_zygote_info_t *out);
 
 /* ---- the control socket (ctl.c) ---- */
 

@@ -195,6 +195,7 @@ static void reopen_logs(void)
     if (rc < 0 || rc2 < 0)
         gw_error("reopen logs: %s", strerror(-(rc < 0 ? rc : rc2)));
     gw_supervisor_signal_all(SIGUSR1);
+    if (gw_zygote_enabled()) gw_zygote_reopen_logs();
     gw_info("logs reopened");
 }
 
@@ -401,10 +402,6 @@ static int pick_runtime(void)
         fprintf(stderr, "gateway: invalid value '%s' for --runtime (auto, native or python)\n", rt);
         return -1;
     }
-    if (gw.python && gw.cfg.preload) {
-        fprintf(stderr, "gateway: --preload is not supported for Python apps yet\n");
-        return -1;
-    }
     return 0;
 }
 
@@ -578,7 +575,16 @@ int main(int argc, char **argv)
         }
     }
 
-    if (gw.python) {
+    if (gw.python && gw.cfg.preload) {
+        /* The zygote imports the app now, before anything is bound (in
+         * place of the import check): a failure is one line and exit 1,
+         * with nothing left running. It forks the workers later. */
+        char err[600];
+        if (gw_zygote_boot(err, sizeof(err)) < 0) {
+            fprintf(stderr, "gateway: %s\n", err[0] ? err : "cannot load the Python app");
+            return 1;
+        }
+    } else if (gw.python) {
         char err[600];
         if (probe_python(err, sizeof(err)) < 0) {
             fprintf(stderr, "gateway: %s\n", err[0] ? err : "cannot load the Python app");
@@ -592,7 +598,7 @@ int main(int argc, char **argv)
         }
     }
 
-    if (gw.cfg.preload) {   /* before on_starting and binding, as Gunicorn does */
+    if (gw.cfg.preload && !gw.python) {   /* before on_starting and binding, as Gunicorn does */
         char err[512];
         gwl_app_t *app = gwl__app_create();
         if (!app || gwl__app_load(app, gw.cfg.app_path, gw.cfg.app_symbol, err, sizeof(err)) < 0) {
@@ -675,6 +681,7 @@ int main(int argc, char **argv)
             int s;
             while (waitpid(gw.workers[i].pid, &s, 0) < 0 && errno == EINTR) {}
         }
+    gw_zygote_kill_all();
     gw_metrics_stop();
     gw_ctl_stop();
     gw_hooks_run(GW_HOOK_ON_EXIT, -1, 0, gw.exit_code, 0);

@@ -3,6 +3,8 @@
  * the READY handshake, boot deadlines, respawn with backoff, stop; and each
  * worker's channel: batched writes (once per loop iteration), reads that
  * decode every whole frame per wakeup, and dispatch of frames to the front.
+ * With --preload and a Python app the fork itself is the zygote's (zygote.c);
+ * everything else here is the same for the workers it forks.
  *
  *   EMPTY --spawn--> SPAWNING --READY--> READY --QUIT--> DRAINING
  *     ^                 |  (died before READY: backoff)    |
@@ -312,7 +314,7 @@ static void child_on_usr1(int sig)
     gw_log_reopen_later();
 }
 
-static void child_main(gw_worker_t *w, int fd)
+void gw_child_setup(int fd, const char *role, const char *comm, int slot)
 {
     static const int sigs[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGUSR1,
                                 SIGUSR2, SIGTTIN, SIGTTOU, SIGALRM, SIGPIPE };
@@ -329,7 +331,8 @@ static void child_main(gw_worker_t *w, int fd)
     sigprocmask(SIG_SETMASK, &none, NULL);
 
     /* The channel becomes fd 3; every other inherited descriptor (listeners,
-     * clients, other workers' channels, the loop's epoll fd) is closed. */
+     * clients, other workers' channels, the zygote's channel, the loop's
+     * epoll fd) is closed. */
     if (fd != 3) {
         if (dup2(fd, 3) < 0) _exit(GWL_EXIT_BOOT);
     } else {
@@ -337,11 +340,9 @@ static void child_main(gw_worker_t *w, int fd)
     }
     close_range(4, ~0U, 0);
 
-    char role[32];
-    snprintf(role, sizeof(role), "worker %d", w->slot);
     gw_log_set_role(role);
-    gw_hooks_run(GW_HOOK_POST_FORK, w->slot, (long)getpid(), 0, 0);
-    /* --user/--group: the worker gives up the master's privileges before
+    if (slot >= 0) gw_hooks_run(GW_HOOK_POST_FORK, slot, (long)getpid(), 0, 0);
+    /* --user/--group: the child gives up the master's privileges before
      * any app code runs here. */
     if (gw.worker_gid != (gid_t)-1 && getegid() != gw.worker_gid) {
         if (setgroups(1, &gw.worker_gid) < 0 || setgid(gw.worker_gid) < 0) {
@@ -355,8 +356,15 @@ static void child_main(gw_worker_t *w, int fd)
             _exit(GWL_EXIT_BOOT);
         }
     }
-    snprintf(role, sizeof(role), "gw-worker-%d", w->slot);   /* shown by ps -o comm, top */
-    prctl(PR_SET_NAME, role, 0, 0, 0);
+    prctl(PR_SET_NAME, comm, 0, 0, 0);   /* shown by ps -o comm, top */
+}
+
+static void child_main(gw_worker_t *w, int fd)
+{
+    char role[32], comm[32];
+    snprintf(role, sizeof(role), "worker %d", w->slot);
+    snprintf(comm, sizeof(comm), "gw-worker-%d", w->slot);
+    gw_child_setup(fd, role, comm, w->slot);
     if (gw.python) gw_python_exec("worker", w->slot);   /* same protocol on fd 3 */
     gwl__worker_opts_t o = { .slot = w->slot, .app_path = gw.cfg.app_path,
                              .app_symbol = gw.cfg.app_symbol };
@@ -371,6 +379,8 @@ static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents);
 static void worker_spawn(gw_worker_t *w)
 {
     int sv[2];
+    w->zygote_wait = 0;
+    if (gw_zygote_enabled() && !gw_zygote_ready()) goto wait_zygote;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
         gw_error("worker %d: socketpair: %s; retrying", w->slot, strerror(errno));
         goto retry;
@@ -380,18 +390,34 @@ static void worker_spawn(gw_worker_t *w)
     setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
 
     gw_hooks_run(GW_HOOK_PRE_FORK, w->slot, 0, 0, 0);
-    pid_t pid = fork();
-    if (pid < 0) {
-        gw_error("worker %d: fork: %s; retrying", w->slot, strerror(errno));
-        close(sv[0]);
+    pid_t pid;
+    if (gw_zygote_enabled()) {
+        /* --preload, Python: the zygote forks it (see zygote.c); the pid
+         * comes back before we return to the loop, so the ev_child watcher
+         * below is in place before the worker can be reaped. */
+        int rc = gw_zygote_spawn(w->slot, sv[1], &pid);
         close(sv[1]);
-        goto retry;
+        if (rc < 0) {
+            close(sv[0]);
+            if (rc == -EAGAIN) goto wait_zygote;
+            gw_error("worker %d: the zygote could not fork it: %s; retrying", w->slot,
+                     strerror(-rc));
+            goto retry;
+        }
+    } else {
+        pid = fork();
+        if (pid < 0) {
+            gw_error("worker %d: fork: %s; retrying", w->slot, strerror(errno));
+            close(sv[0]);
+            close(sv[1]);
+            goto retry;
+        }
+        if (pid == 0) {
+            close(sv[0]);
+            child_main(w, sv[1]);
+        }
+        close(sv[1]);
     }
-    if (pid == 0) {
-        close(sv[0]);
-        child_main(w, sv[1]);
-    }
-    close(sv[1]);
     w->pid = pid;
     w->fd = sv[0];
     w->state = GW_WORKER_SPAWNING;
@@ -424,6 +450,14 @@ static void worker_spawn(gw_worker_t *w)
                       .heartbeat_ms = gw.cfg.heartbeat_ms };
     if (gwp_encode_hello(&w->out, &h) == 0) gw_worker_schedule_flush(w);
     gw_debug("worker %d spawned (pid %d)", w->slot, (int)pid);
+    return;
+wait_zygote:
+    /* No zygote to ask (starting, restarting after a crash, or the new one
+     * of a reload still importing): gw_supervisor_zygote_ready() spawns it. */
+    w->state = GW_WORKER_BACKOFF;
+    w->zygote_wait = 1;
+    ev_timer_stop(gw.loop, &w->timer);
+    gw_debug("worker %d waits for the zygote", w->slot);
     return;
 retry:
     w->state = GW_WORKER_BACKOFF;
@@ -599,6 +633,7 @@ int gw_supervisor_start(void)
     double hb = gw.cfg.timeout * 1000.0 / 4;
     gw.cfg.heartbeat_ms = hb > 1000 ? 1000 : hb < 50 ? 50 : (unsigned)hb;
     srandom((unsigned)getpid() ^ (unsigned)(ev_now(gw.loop) * 1000));   /* jitter */
+    if (gw_zygote_enabled()) gw_zygote_attach();   /* started by main.c, app imported */
     for (unsigned i = 0; i < gw.nworkers; i++) worker_spawn(&gw.workers[i]);
     double tick = gw.cfg.heartbeat_ms / 1000.0;
     ev_timer_init(&watchdog, watchdog_on_tick, tick, tick);
@@ -663,6 +698,9 @@ void gw_supervisor_reload(unsigned workers)
     gw.generation++;
     if (workers < 1) workers = 1;
     gw_info("reload: generation %u, %u workers", gw.generation, workers);
+    /* --preload (Python): the new generation comes from a new zygote, which
+     * imports the app again; its slots wait until it is ready. */
+    if (gw_zygote_enabled()) gw_zygote_reload();
     /* The current workers keep serving until their replacements are READY. */
     for (unsigned i = 0; i < gw.nworkers; i++) {
         gw_worker_t *w = &gw.workers[i];
@@ -683,7 +721,21 @@ int gw_supervisor_all_exited(void)
 {
     for (unsigned i = 0; i < gw.nworkers; i++)
         if (gw.workers[i].pid > 0) return 0;
-    return 1;
+    return gw_zygote_all_exited();
+}
+
+void gw_supervisor_zygote_ready(void)
+{
+    if (gw.stopping) return;
+    for (unsigned i = 0; i < gw.nworkers; i++) {
+        gw_worker_t *w = &gw.workers[i];
+        if (w->wanted && w->state == GW_WORKER_BACKOFF && w->zygote_wait) worker_spawn(w);
+    }
+}
+
+void gw_supervisor_zygote_exited(void)
+{
+    if (gw.stopping && gw_supervisor_all_exited()) ev_break(gw.loop, EVBREAK_ALL);
 }
 
 void gw_worker_retire(gw_worker_t *w, const char *why)
@@ -724,4 +776,5 @@ void gw_supervisor_stop(int graceful)
         ev_timer_start(gw.loop, &w->timer);
     }
     gw_supervisor_flush_all();
+    gw_zygote_stop();   /* no more spawns: the zygote goes at once */
 }
