@@ -8,7 +8,8 @@
 #include "gateway.h"
 
 gw_worker_t *gw_balance_pick(gw_balance_mode_t mode, gw_worker_t *workers,
-                             unsigned n, unsigned max_inflight, unsigned *cursor)
+                             unsigned n, unsigned max_inflight, double prefetch_s,
+                             unsigned *cursor)
 {
     gw_worker_t *best = NULL;
     unsigned best_i = 0;
@@ -19,6 +20,9 @@ gw_worker_t *gw_balance_pick(gw_balance_mode_t mode, gw_worker_t *workers,
         unsigned i = (start + k) % n;
         gw_worker_t *w = &workers[i];
         if (w->state != GW_WORKER_READY || w->inflight >= max_inflight)
+            continue;
+        /* all its threads busy: more only while it is fast (prefetch) */
+        if (w->capacity && w->inflight >= w->capacity && !(w->svc_avg < prefetch_s))
             continue;
         if (mode == GW_BALANCE_RR) { best = w; best_i = i; break; }
         /* strict '<' keeps the first in cursor order among equals */

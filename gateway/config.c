@@ -69,6 +69,12 @@ static const opt_t options[] = {
       "copy-on-write). Without it each worker loads the app after fork." },
     { "max-inflight", 0, "N", OPT_UINT, OFF(max_inflight), "100", 1, 65536,
       "Requests one worker may have in flight at once." },
+    { "prefetch-ms", 0, "MS", OPT_UINT, OFF(prefetch_ms), "2", 0, 60000,
+      "A worker that runs a fixed number of requests at once (a Python sync worker 1, "
+      "--threads N) gets more than that, up to --max-inflight, only while its recent "
+      "requests took under MS on average; otherwise requests wait in the front until one "
+      "of its threads is free, so none waits behind a slow request. 0: never (Gunicorn's "
+      "strict semantics)." },
     { "max-queue", 0, "N", OPT_UINT, OFF(max_queue), "1024", 0, 1u << 20,
       "Requests that may wait when every worker is at --max-inflight; past it "
       "the front answers 503 with Retry-After." },

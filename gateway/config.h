@@ -30,6 +30,7 @@ typedef struct {
     gw_balance_mode_t balance;
     int               preload;
     unsigned          max_inflight;     /* per worker */
+    unsigned          prefetch_ms;      /* capacity-bound workers: prefetch while faster */
     unsigned          max_queue;        /* requests waiting for a worker */
     double            keepalive;        /* idle keep-alive timeout, s */
     double            header_timeout;   /* s to receive a whole head */

@@ -177,6 +177,13 @@ typedef struct {
 
 static int cmd_help(ctl_buf_t *b, int argc, char **argv);
 
+/* Requests a worker is running now: in flight up to its capacity (the rest
+ * wait inside it); without a fixed capacity, all of them. */
+static unsigned worker_busy(const gw_worker_t *w)
+{
+    return w->capacity && w->inflight > w->capacity ? w->capacity : w->inflight;
+}
+
 static int cmd_status(ctl_buf_t *b, int argc, char **argv)
 {
     int json;
@@ -230,11 +237,23 @@ static int cmd_status(ctl_buf_t *b, int argc, char **argv)
             if (pr.cpu_s >= 0) out(b, ",\"cpu_seconds\":%.2f", pr.cpu_s); else out(b, ",\"cpu_seconds\":null");
             out(b, ",\"age\":");
             if (w->pid > 0 && w->spawned_at > 0) out(b, "%.3f", t - w->spawned_at); else out(b, "null");
-            out(b, ",\"restarts\":%u,\"tasks\":%u,\"loop\":", w->restarts, w->hb_tasks);
+            out(b, ",\"restarts\":%u,\"tasks\":%u,\"capacity\":%u,\"busy\":%u,\"loop\":",
+                w->restarts, w->hb_tasks, w->capacity, worker_busy(w));
             json_str(b, w->loop_id);
             out(b, "}");
         }
-        out(b, "]}\n");
+        out(b, "]");
+        gw_zygote_info_t z;
+        gw_zygote_info(&z);
+        if (z.enabled) {
+            out(b, ",\"zygote\":{\"pid\":");
+            if (z.pid > 0) out(b, "%d", (int)z.pid); else out(b, "null");
+            out(b, ",\"state\":");
+            json_str(b, z.state);
+            out(b, ",\"generation\":%u,\"restarts\":%u,\"spawned\":%u}", z.generation,
+                z.restarts, z.spawned);
+        }
+        out(b, "}\n");
         return 0;
     }
 
@@ -252,9 +271,9 @@ static int cmd_status(ctl_buf_t *b, int argc, char **argv)
         (unsigned long long)gw.responses_4xx, (unsigned long long)gw.responses_5xx,
         (unsigned long long)gw.timeouts, (unsigned long long)gw.rejected_503);
     out(b, "workers %u (target %u)\n", nrows, gw.target_workers);
-    out(b, "%-4s %-8s %-9s %6s %8s %6s %7s %9s %9s %8s %8s %5s %5s  %s\n", "SLOT", "PID",
-        "STATE", "INFL", "SERVED", "DROP", "HB-AGE", "RSS-KB", "PSS-KB", "CPU-S", "AGE-S",
-        "RESTS", "TASKS", "LOOP");
+    out(b, "%-4s %-8s %-9s %6s %7s %8s %6s %7s %9s %9s %8s %8s %5s %5s  %s\n", "SLOT", "PID",
+        "STATE", "INFL", "BUSY", "SERVED", "DROP", "HB-AGE", "RSS-KB", "PSS-KB", "CPU-S",
+        "AGE-S", "RESTS", "TASKS", "LOOP");
     for (unsigned i = 0; i < gw.nworkers; i++) {
         gw_worker_t *w = &gw.workers[i];
         if (!(w->pid > 0 || w->state == GW_WORKER_BACKOFF)) continue;
@@ -267,10 +286,20 @@ static int cmd_status(ctl_buf_t *b, int argc, char **argv)
         if (pr.pss_kb >= 0) snprintf(pss, sizeof(pss), "%lld", pr.pss_kb);
         if (pr.cpu_s >= 0) snprintf(cpu, sizeof(cpu), "%.2f", pr.cpu_s);
         if (w->pid > 0 && w->spawned_at > 0) snprintf(age, sizeof(age), "%.1f", t - w->spawned_at);
-        out(b, "%-4d %-8s %-9s %6u %8llu %6llu %7s %9s %9s %8s %8s %5u %5u  %s\n", w->slot, pid,
-            gw_worker_state_name(w->state), w->inflight, (unsigned long long)w->served,
+        char busy[24] = "-";
+        if (w->capacity) snprintf(busy, sizeof(busy), "%u/%u", worker_busy(w), w->capacity);
+        out(b, "%-4d %-8s %-9s %6u %7s %8llu %6llu %7s %9s %9s %8s %8s %5u %5u  %s\n", w->slot,
+            pid, gw_worker_state_name(w->state), w->inflight, busy, (unsigned long long)w->served,
             (unsigned long long)w->dropped, hb, rss, pss, cpu, age, w->restarts, w->hb_tasks,
             w->loop_id[0] ? w->loop_id : "-");
+    }
+    gw_zygote_info_t z;
+    gw_zygote_info(&z);
+    if (z.enabled) {
+        char zp[16] = "-";
+        if (z.pid > 0) snprintf(zp, sizeof(zp), "%d", (int)z.pid);
+        out(b, "zygote pid %s  %s  generation %u  restarts %u  workers forked %u\n", zp,
+            z.state, z.generation, z.restarts, z.spawned);
     }
     return 0;
 }

@@ -113,6 +113,7 @@ struct gw_req_s {
     uint64_t           body_left;   /* Content-Length bytes not yet forwarded */
     gw_http1_chunked_t chunked;
     ev_tstamp          started;     /* head parsed (for metrics) */
+    ev_tstamp          dispatched;  /* handed to its worker (service time) */
     int                status;      /* response status from the worker */
     uint32_t           req_window;  /* body bytes we may still send */
     uint64_t           resp_unacked;/* response data taken, not yet credited */
@@ -613,6 +614,9 @@ static void req_detach_worker(gw_req_t *r, int cancel, const char *reason)
     if (!w) return;
     gw_streams_del(&w->streams, r->stream);
     if (w->inflight > 0) w->inflight--;
+    /* recent service time (dispatch to end), for the prefetch rule in balance.c */
+    double svc = ev_now(gw.loop) - r->dispatched;
+    w->svc_avg = w->svc_avg > 0 ? 0.8 * w->svc_avg + 0.2 * svc : svc;
     if (cancel && w->fd >= 0 && gwp_encode_cancel(&w->out, r->stream, reason) == 0)
         gw_worker_schedule_flush(w);
     r->worker = NULL;
@@ -649,7 +653,8 @@ void gw_front_dispatch_queue(void)
     running = 1;
     while (queue_head) {
         gw_worker_t *w = gw_balance_pick(gw.cfg.balance, gw.workers, gw.nworkers,
-                                         gw.cfg.max_inflight, &gw.rr_cursor);
+                                         gw.cfg.max_inflight, gw.cfg.prefetch_ms / 1000.0,
+                                         &gw.rr_cursor);
         if (!w) break;
         gw_req_t *r = queue_pop();
         gw_conn_t *c = r->conn;   /* r may be freed by req_send; c lives to the prepare hook */
@@ -775,7 +780,7 @@ static void req_start(gw_conn_t *c, const gw_http1_request_t *h, size_t hl)
     gw_worker_t *w = NULL;
     if (!queue_head)
         w = gw_balance_pick(gw.cfg.balance, gw.workers, gw.nworkers, gw.cfg.max_inflight,
-                            &gw.rr_cursor);
+                            gw.cfg.prefetch_ms / 1000.0, &gw.rr_cursor);
     if (w) { req_encode(r, w, h, hl); return; }
     if (queue_len >= gw.cfg.max_queue) {
         gw.rejected_503++;
@@ -843,6 +848,7 @@ static void req_encode(gw_req_t *r, gw_worker_t *w, const gw_http1_request_t *h,
     r->stream = stream;
     if (r->alog) { r->alog->worker_pid = (long)w->pid; r->alog->worker_slot = w->slot; }
     w->inflight++;
+    r->dispatched = ev_now(gw.loop);
     gw_worker_schedule_flush(w);
 
     if (!r->body_done) {

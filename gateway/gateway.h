@@ -98,6 +98,9 @@ struct gw_worker_s {
     uint64_t          hb_rss;
     uint32_t          hb_tasks, hb_inflight;
     char              loop_id[96];
+    uint32_t          capacity;      /* READY.capacity: requests it runs at once; 0 = open */
+    double            svc_avg;       /* moving average of its service time, s */
+    uint32_t          age;           /* HELLO.age: the master's spawn counter at its spawn */
     char              error[256];    /* last ERROR frame message */
     int               last_status;   /* waitpid status normalised: code or 128+sig */
     unsigned          flush_queued:1;
@@ -108,11 +111,16 @@ struct gw_worker_s {
     gw_worker_t      *flush_next;
 };
 
-/* Pick a READY worker below max_inflight for a new request, NULL if none.
+/* Pick a READY worker for a new request, NULL if none may take it.
+ * A worker may take requests up to max_inflight, except that one with a
+ * capacity (READY.capacity: threads, ...) takes more than its capacity only
+ * while its average service time is under prefetch_s (0: never): a slow
+ * worker never has a request waiting inside it; those wait in the front.
  * leastconn: fewest in-flight, ties broken round-robin from *cursor;
  * rr: next eligible after *cursor. Pure; advances *cursor. */
 gw_worker_t *gw_balance_pick(gw_balance_mode_t mode, gw_worker_t *workers,
-                             unsigned n, unsigned max_inflight, unsigned *cursor);
+                             unsigned n, unsigned max_inflight, double prefetch_s,
+                             unsigned *cursor);
 
 int       gw_streams_init(gw_streams_t *t, uint32_t capacity);
 void      gw_streams_free(gw_streams_t *t);
@@ -254,6 +262,7 @@ typedef struct {
     uid_t           worker_uid;       /* --user resolved; (uid_t)-1: unchanged */
     gid_t           worker_gid;
     /* counters */
+    uint32_t        spawns;           /* workers spawned so far (HELLO.age) */
     uint64_t        accepted, requests, responses_4xx, responses_5xx, rejected_503, timeouts;
 } gw_master_t;
 

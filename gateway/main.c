@@ -61,6 +61,7 @@ static int reload_config(void)
     c->workers = fresh.workers;
     c->balance = fresh.balance;
     c->max_inflight = fresh.max_inflight;
+    c->prefetch_ms = fresh.prefetch_ms;
     c->max_queue = fresh.max_queue;
     c->keepalive = fresh.keepalive;
     c->header_timeout = fresh.header_timeout;

@@ -182,6 +182,7 @@ static int worker_on_frame(gw_worker_t *w, const gwp_msg_t *m)
         w->boot_failures = 0;
         snprintf(w->loop_id, sizeof(w->loop_id), "%.*s",
                  (int)m->u.ready.loop.len, m->u.ready.loop.ptr);
+        w->capacity = m->u.ready.capacity;
         ev_timer_stop(gw.loop, &w->timer);
         gw_info("worker %d (pid %d) ready (runtime %.*s)", w->slot, (int)w->pid,
                 (int)m->u.ready.runtime.len, m->u.ready.runtime.ptr);
@@ -445,9 +446,11 @@ static void worker_spawn(gw_worker_t *w)
     ev_timer_set(&w->timer, gw.cfg.boot_timeout, 0.);
     ev_timer_start(gw.loop, &w->timer);
 
+    w->age = ++gw.spawns;
+    w->capacity = 0;
     gwp_hello_t h = { .version = GWP_VERSION, .slot = (uint32_t)w->slot, .generation = gw.generation,
                       .max_payload = GWP_MAX_PAYLOAD, .window = gw.cfg.window,
-                      .heartbeat_ms = gw.cfg.heartbeat_ms };
+                      .heartbeat_ms = gw.cfg.heartbeat_ms, .age = w->age };
     if (gwp_encode_hello(&w->out, &h) == 0) gw_worker_schedule_flush(w);
     gw_debug("worker %d spawned (pid %d)", w->slot, (int)pid);
     return;
@@ -549,8 +552,10 @@ static void worker_on_exit(struct ev_loop *loop, ev_child *c, int revents)
         w->boot_failures++;
         if (!gw.announced_ready &&
             (w->last_status == GWL_EXIT_BOOT || w->boot_failures >= BOOT_FAIL_LIMIT)) {
-            fprintf(stderr, "gateway: worker %d failed to boot: %s\n", w->slot,
-                    w->error[0] ? w->error : "exited before reporting ready");
+            /* one line: several workers can fail in the same loop pass */
+            if (!gw.exit_code)
+                fprintf(stderr, "gateway: worker %d failed to boot: %s\n", w->slot,
+                        w->error[0] ? w->error : "exited before reporting ready");
             gw_master_fatal(1);
             return;
         }

@@ -333,17 +333,19 @@ int gwp_encode_hello(gwp_buf_t *b, const gwp_hello_t *m)
         + KEY_SIZE("generation") + mp_uint_size(m->generation)
         + KEY_SIZE("max_payload") + mp_uint_size(m->max_payload)
         + KEY_SIZE("window") + mp_uint_size(m->window)
-        + KEY_SIZE("heartbeat_ms") + mp_uint_size(m->heartbeat_ms);
+        + KEY_SIZE("heartbeat_ms") + mp_uint_size(m->heartbeat_ms)
+        + KEY_SIZE("age") + mp_uint_size(m->age);
     uint8_t *p;
     int rc = frame_open(b, GWP_MSG_HELLO, 0, 0, sz, &p);
     if (rc) return rc;
-    *p++ = 0x80 | 6;
+    *p++ = 0x80 | 7;
     p = PUT_KEY(p, "version");      p = mp_put_uint(p, m->version);
     p = PUT_KEY(p, "slot");         p = mp_put_uint(p, m->slot);
     p = PUT_KEY(p, "generation");   p = mp_put_uint(p, m->generation);
     p = PUT_KEY(p, "max_payload");  p = mp_put_uint(p, m->max_payload);
     p = PUT_KEY(p, "window");       p = mp_put_uint(p, m->window);
     p = PUT_KEY(p, "heartbeat_ms"); p = mp_put_uint(p, m->heartbeat_ms);
+    p = PUT_KEY(p, "age");          p = mp_put_uint(p, m->age);
     return frame_close(b, p, sz);
 }
 
@@ -353,15 +355,17 @@ int gwp_encode_ready(gwp_buf_t *b, const gwp_ready_t *m)
         + KEY_SIZE("version") + mp_uint_size(m->version)
         + KEY_SIZE("pid") + mp_int_size(m->pid)
         + KEY_SIZE("runtime") + mp_str_size(m->runtime.len)
-        + KEY_SIZE("loop") + mp_str_size(m->loop.len);
+        + KEY_SIZE("loop") + mp_str_size(m->loop.len)
+        + KEY_SIZE("capacity") + mp_uint_size(m->capacity);
     uint8_t *p;
     int rc = frame_open(b, GWP_MSG_READY, 0, 0, sz, &p);
     if (rc) return rc;
-    *p++ = 0x80 | 4;
+    *p++ = 0x80 | 5;
     p = PUT_KEY(p, "version"); p = mp_put_uint(p, m->version);
     p = PUT_KEY(p, "pid");     p = mp_put_int(p, m->pid);
     p = PUT_KEY(p, "runtime"); p = mp_put_str(p, m->runtime);
     p = PUT_KEY(p, "loop");    p = mp_put_str(p, m->loop);
+    p = PUT_KEY(p, "capacity"); p = mp_put_uint(p, m->capacity);
     return frame_close(b, p, sz);
 }
 
@@ -726,6 +730,7 @@ static const gwp_field_t hello_f[] = {
     FLD("HELLO", gwp_hello_t, "max_payload",  F_U32, OPT, max_payload,  max_payload,  0, UINT32_MAX),
     FLD("HELLO", gwp_hello_t, "window",       F_U32, OPT, window,       window,       1, UINT32_MAX),
     FLD("HELLO", gwp_hello_t, "heartbeat_ms", F_U32, REQ, heartbeat_ms, heartbeat_ms, 0, UINT32_MAX),
+    FLD("HELLO", gwp_hello_t, "age",          F_U32, OPT, age,          age,          0, UINT32_MAX),
 };
 static const gwp_hello_t hello_d = {
     .max_payload = GWP_MAX_PAYLOAD, .window = GWP_DEFAULT_WINDOW,
@@ -736,6 +741,7 @@ static const gwp_field_t ready_f[] = {
     FLD("READY", gwp_ready_t, "pid",     F_I64, REQ, pid,     pid,     INT64_MIN, INT64_MAX),
     FLD("READY", gwp_ready_t, "runtime", F_STR, REQ, runtime, runtime, 0, 0),
     FLD("READY", gwp_ready_t, "loop",    F_STR, OPT, loop,    loop,    0, 0),
+    FLD("READY", gwp_ready_t, "capacity", F_U32, OPT, capacity, capacity, 0, UINT32_MAX),
 };
 static const gwp_ready_t ready_d = { .runtime = { "", 0 }, .loop = { "", 0 } };
 

@@ -88,6 +88,7 @@ typedef struct {
     uint32_t max_payload;  /* the master's decoder cap */
     uint32_t window;       /* initial per-stream window, both directions */
     uint32_t heartbeat_ms; /* how often the worker sends HEARTBEAT */
+    uint32_t age;          /* spawn counter of the master: younger workers have more */
 } gwp_hello_t;
 
 typedef struct {
@@ -95,6 +96,7 @@ typedef struct {
     int64_t   pid;
     gwp_str_t runtime;     /* "native", "python", ... */
     gwp_str_t loop;        /* identity of the worker's event loop */
+    uint32_t  capacity;    /* requests it runs at once (threads, ...); 0 = no fixed number */
 } gwp_ready_t;
 
 typedef struct {

@@ -24,7 +24,7 @@ START_TEST(rr_spreads_evenly)
     unsigned cursor = 0, count[4] = { 0 };
     setup_workers(4);
     for (int i = 0; i < 100; i++) {
-        gw_worker_t *w = gw_balance_pick(GW_BALANCE_RR, ws, 4, 10, &cursor);
+        gw_worker_t *w = gw_balance_pick(GW_BALANCE_RR, ws, 4, 10, 0.0, &cursor);
         ck_assert_ptr_nonnull(w);
         count[w->slot]++;
     }
@@ -40,7 +40,7 @@ START_TEST(rr_skips_not_ready_and_full)
     ws[2].state = GW_WORKER_DRAINING;
     ws[3].inflight = 10;               /* at max_inflight */
     for (int i = 0; i < 10; i++) {
-        gw_worker_t *w = gw_balance_pick(GW_BALANCE_RR, ws, 4, 10, &cursor);
+        gw_worker_t *w = gw_balance_pick(GW_BALANCE_RR, ws, 4, 10, 0.0, &cursor);
         ck_assert_ptr_nonnull(w);
         count[w->slot]++;
     }
@@ -54,7 +54,7 @@ START_TEST(leastconn_ties_round_robin)
     unsigned cursor = 0, count[4] = { 0 };
     setup_workers(4);
     for (int i = 0; i < 100; i++) {
-        gw_worker_t *w = gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 4, 10, &cursor);
+        gw_worker_t *w = gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 4, 10, 0.0, &cursor);
         count[w->slot]++;
     }
     for (int i = 0; i < 4; i++) ck_assert_uint_eq(count[i], 25);
@@ -67,12 +67,12 @@ START_TEST(leastconn_avoids_busy)
     setup_workers(3);
     ws[0].inflight = 1;                /* busy with a slow request */
     for (int i = 0; i < 50; i++) {
-        gw_worker_t *w = gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 3, 10, &cursor);
+        gw_worker_t *w = gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 3, 10, 0.0, &cursor);
         ck_assert_int_ne(w->slot, 0);
     }
     /* exact: always a minimum */
     ws[0].inflight = 3; ws[1].inflight = 1; ws[2].inflight = 2;
-    gw_worker_t *w = gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 3, 10, &cursor);
+    gw_worker_t *w = gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 3, 10, 0.0, &cursor);
     ck_assert_int_eq(w->slot, 1);
 }
 END_TEST
@@ -82,9 +82,38 @@ START_TEST(none_eligible)
     unsigned cursor = 0;
     setup_workers(2);
     ws[0].inflight = 5; ws[1].state = GW_WORKER_BACKOFF;
-    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 5, &cursor));
-    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 2, 5, &cursor));
-    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 0, 5, &cursor));
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 5, 0.0, &cursor));
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 2, 5, 0.0, &cursor));
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 0, 5, 0.0, &cursor));
+}
+END_TEST
+
+START_TEST(capacity_bounds_slow_workers)
+{
+    unsigned cursor = 0;
+    setup_workers(2);
+    ws[0].capacity = ws[1].capacity = 1;     /* sync Python workers */
+    ws[0].inflight = 1;
+    /* the free worker first */
+    gw_worker_t *w = gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 10, 0.002, &cursor);
+    ck_assert_int_eq(w->slot, 1);
+    ws[1].inflight = 1;
+    /* all threads busy and slow (50 ms a request): nothing more, the front queues */
+    ws[0].svc_avg = ws[1].svc_avg = 0.05;
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 10, 0.002, &cursor));
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 2, 10, 0.002, &cursor));
+    /* a fast one (0.1 ms a request) may take more, up to max_inflight */
+    ws[1].svc_avg = 0.0001;
+    w = gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 10, 0.002, &cursor);
+    ck_assert_int_eq(w->slot, 1);
+    ws[1].inflight = 10;
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 10, 0.002, &cursor));
+    /* prefetch 0: strict, even when fast */
+    ws[1].inflight = 1;
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 10, 0.0, &cursor));
+    /* no capacity (native, ASGI with none): only max_inflight counts */
+    ws[1].capacity = 0;
+    ck_assert_ptr_nonnull(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 10, 0.0, &cursor));
 }
 END_TEST
 
@@ -145,6 +174,7 @@ static Suite *balance_suite(void)
     tcase_add_test(tc, leastconn_ties_round_robin);
     tcase_add_test(tc, leastconn_avoids_busy);
     tcase_add_test(tc, none_eligible);
+    tcase_add_test(tc, capacity_bounds_slow_workers);
     suite_add_tcase(s, tc);
     tc = tcase_create("streams");
     tcase_add_test(tc, streams_put_get_del);

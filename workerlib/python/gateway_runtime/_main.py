@@ -74,19 +74,21 @@ class Boot(object):
             self.fatal("protocol version %s not supported" % m.get("version"),
                        _proto.EXIT_CONFIG)
         self.slot = m.get("slot", self.slot)
-        self.winfo.slot = self.winfo.age = self.slot
+        self.winfo.slot = self.slot
+        self.winfo.age = m.get("age", self.slot)
         self.window = m.get("window", 262144) or 262144
         mp = m.get("max_payload", _proto.CAP)
         self.enc.max_payload = _proto.CAP if (mp == 0 or mp > _proto.CAP) \
             else mp
         self.heartbeat_s = (m.get("heartbeat_ms", 0) or 0) / 1000.0
 
-    def ready(self, loop_id):
+    def ready(self, loop_id, capacity):
         self.winfo.booted = True
         self.enc.frame(_proto.READY, 0, {"version": _proto.VERSION,
                                          "pid": os.getpid(),
                                          "runtime": "python",
-                                         "loop": loop_id})
+                                         "loop": loop_id,
+                                         "capacity": capacity})
         self.sock.sendall(self.enc.take()) if self.sock.getblocking() \
             else _send_all_nonblocking(self.sock, self.enc.take())
 
@@ -175,6 +177,7 @@ def serve(boot, app, iface):
     """Run one worker until it exits; returns the exit status."""
     on_abort = lambda signum, frame: _abort(boot)   # noqa: E731
     signal.signal(signal.SIGABRT, on_abort)
+    signal.signal(signal.SIGUSR1, _reopen_log)
     gateway_runtime._info.update(slot=boot.slot, pid=os.getpid(),
                                  interface=iface)
     boot.winfo.interface = iface
@@ -185,7 +188,7 @@ def serve(boot, app, iface):
 
         def ready():
             gateway_runtime._info["loop"] = w.loop_id
-            boot.ready(w.loop_id)
+            boot.ready(w.loop_id, w.limit)
         code = w.run(ready)
     else:
         from ._wsgi import WsgiWorker, ThreadedWsgiWorker, Quit
@@ -210,7 +213,7 @@ def serve(boot, app, iface):
         if err is not None:
             boot.fatal(err)
         gateway_runtime._info["loop"] = w.loop_id
-        boot.ready(w.loop_id)
+        boot.ready(w.loop_id, getattr(w, "nthreads", 1))
         try:
             code = w.run()
         except _proto.Malformed as e:
@@ -220,6 +223,24 @@ def serve(boot, app, iface):
             boot.run_shutdown_hooks_sync()
     boot.config.call("worker_exit", boot.master, boot.winfo)
     return code
+
+
+def _reopen_log(signum, frame):
+    # USR1 from the master (log rotation): stderr is the error log; open
+    # the file again by name so lines go to the new file.
+    path = os.environ.get("GATEWAY_ERROR_LOG")
+    if not path or path == "-":
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    except OSError:
+        return
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _abort(boot):
@@ -237,7 +258,8 @@ def _abort(boot):
 def worker_main(fd, config, app=None, iface=None):
     """A worker: channel on fd. app/iface are given when preloaded."""
     boot = Boot(fd, config, app)
-    config.call("post_fork", boot.master, boot.winfo)
+    # HELLO (sent by the master right after the fork) first, so post_fork
+    # sees the worker's slot and age as Gunicorn's does.
     try:
         boot.handshake()
     except (_proto.ChannelClosed, ConnectionResetError):
@@ -245,6 +267,7 @@ def worker_main(fd, config, app=None, iface=None):
     except _proto.Malformed as e:
         sys.stderr.write("gateway_worker: malformed HELLO: %s\n" % e)
         boot.exit_now(1)
+    config.call("post_fork", boot.master, boot.winfo)
     if app is None:
         try:
             app, iface = load(os.environ.get("GATEWAY_APP", ""))
