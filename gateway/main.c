@@ -636,6 +636,9 @@ int main(int argc, char **argv)
         gw_listeners_close(gw.listeners, gw.nlisteners);
         return 1;
     }
+    if (gw.cfg.workers_auto)
+        gw_info("workers: auto = 2 x %ld cores + 1 = %u", sysconf(_SC_NPROCESSORS_ONLN),
+                gw.cfg.workers);
     gw_info("gateway %s starting: %u workers, balance %s%s, app %s:%s", GW_VERSION_STRING,
             gw.cfg.workers, gw.cfg.balance == GW_BALANCE_RR ? "rr" : "leastconn",
             gw.cfg.preload ? ", preload" : "", gw.cfg.app_path, gw.cfg.app_symbol);

@@ -77,3 +77,4 @@ def test_workers_auto_is_two_per_core_plus_one(gateway):
                          capture_output=True, timeout=10).stdout
     st = json.loads(out)
     assert len([w for w in st["workers"] if w["state"] == "ready"]) == want, st
+    assert "workers: auto = 2 x %d cores + 1 = %d" % (os.cpu_count(), want) in gw.log_text()

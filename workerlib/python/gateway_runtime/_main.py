@@ -308,7 +308,11 @@ def main():
     try:
         config = load_config()
     except _app.AppError as e:
-        sys.stderr.write("%s\n" % e if mode == "check"
+        if mode == "zygote":
+            # reported once, by the master, from the zygote channel
+            from ._zygote import fail_early
+            fail_early(int(os.environ.get("GATEWAY_CHANNEL_FD", "3")), str(e))
+        sys.stderr.write("%s" % _proto.one_line(e) if mode == "check"
                          else "gateway_worker: %s\n" % e)
         os._exit(1 if mode == "check" else _proto.EXIT_STARTUP)
     if mode == "check":

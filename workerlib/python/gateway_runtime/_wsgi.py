@@ -613,8 +613,8 @@ class ThreadedWsgiWorker(WsgiWorker):
                 self.cv.notify_all()
 
     def heartbeat(self):
-        self.out.append(codec.heartbeat(self.served, len(self.streams),
-                                        self.busy, read_rss(), self.loop_id))
+        self.out.append(codec.heartbeat(self.served, len(self.streams), 0,
+                                        read_rss(), self.loop_id))
         self.next_hb = time.monotonic() + self.heartbeat_s
 
     def run_one(self, st):

@@ -97,6 +97,12 @@ def _fail(sock, message, code=_proto.EXIT_STARTUP):
     os._exit(code)
 
 
+def fail_early(fd, message):
+    """The config module failed before the zygote started: report it on the
+    zygote channel like an app load failure, then exit."""
+    _fail(socket.socket(fileno=fd), message)
+
+
 def _ksm():
     """--ksm: mark this process's memory mergeable (PR_SET_MEMORY_MERGE).
     The flag is inherited by fork (checked on Linux 6.x), so every worker
