@@ -39,7 +39,7 @@ UNIT_SRCS      := tests/unit/check_main.c $(wildcard tests/unit/*/check_*.c)
 # Test vectors generated from the request corpora in tests/data/corpus/ (C headers in build/gen/).
 UNIT_GEN       := $(patsubst tests/data/corpus/%.jsonl,$(BUILD)/gen/corpus_%.h,$(wildcard tests/data/corpus/*.jsonl))
 
-.PHONY: all deps deps-test run test unit unit-asan fuzz fuzz-smoke e2e bench clean
+.PHONY: all deps deps-test run test unit unit-py unit-asan fuzz fuzz-smoke e2e bench clean
 all: $(BUILD)/gateway $(BUILD)/gatewayctl $(EXAMPLES)
 
 deps:
@@ -79,6 +79,10 @@ $(BUILD)/asan/unit: $(UNIT_SRCS) $(CORE_SRCS) $(wildcard proto/*.h gateway/*.h w
 unit: $(BUILD)/unit
 	cd tests/unit && ../../$(BUILD)/unit
 
+# the C codec against the pure-Python reference and a spec checker
+unit-py: pyext
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/unit/test_gwfast.py
+
 unit-asan: $(BUILD)/asan/unit
 	cd tests/unit && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=1 UBSAN_OPTIONS=print_stacktrace=1 ../../$(BUILD)/asan/unit
 
@@ -105,10 +109,14 @@ fuzz: $(FUZZ_TARGETS)
 
 e2e: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+	@echo "e2e: Python runtime again with its pure-Python codec (the fallback)"
+	GATEWAY_PY_CODEC=python $(PYTHON) -m pytest -q -p no:cacheprovider \
+	    tests/e2e/test_python.py tests/e2e/test_wsgi_pep3333.py tests/e2e/test_asgi.py
 
 test: deps-test
 	@$(MAKE) --no-print-directory all $(BUILD)/unit $(BUILD)/asan/unit
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-py
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory e2e
@@ -123,3 +131,8 @@ bench: all
 
 clean:
 	rm -rf $(BUILD)
+
+# The Python runtime's C codec (built with `all`; the runtime falls back to
+# its pure-Python reference codec when it is missing).
+include workerlib/python/gwfast.mk
+all: pyext

@@ -32,11 +32,23 @@
  *   window(sid, n), cancel(sid, reason), heartbeat(served, inflight, tasks,
  *   rss, loop) -> bytes
  *
- * State is module-global (single-phase init, one interpreter): a decoder
- * whose header scratch is reused, small caches of the objects that repeat
- * from request to request (header names and their HTTP_ keys, methods,
- * listener addresses), and a scratch output buffer. All of it is touched
- * only with the GIL held.
+ * Differences from the reference: validation is gwp.c's (PROTOCOL.md §3/§5
+ * exactly, plus the direction check), which is stricter than msgpack +
+ * _proto on some inputs and honours bin map keys; the encoders refuse what
+ * the master's decoder would refuse (status outside 100..999, stream 0,
+ * more than 1024 headers, a data_frame type other than 4/6, out-of-range
+ * ints) and take bytes-like bodies only (no str). tests/unit/test_gwfast.py
+ * lists the classes.
+ *
+ * State is module-global (single-phase init, one interpreter), touched only
+ * with the GIL held: a decoder whose header scratch is reused, a scratch
+ * output buffer, and bounded caches of the immutable objects that repeat
+ * from request to request, so the hot path allocates little: header names
+ * (with their environ key and lowercase form), header values and paths
+ * (admitted on their second sighting, with their latin-1 str and the
+ * (name, value) tuple), short text fields (method, scheme, addresses), the
+ * last listener and client address splits, and the environ dict template.
+ * Sharing immutable objects between requests cannot be observed.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -101,14 +113,18 @@ static PyObject *text_str(const char *p, size_t n)
     return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "surrogateescape");
 }
 
-/* A cheap hash for the caches: first and last 8 bytes and the length. The
- * caches compare the whole key, so collisions only cost a miss. */
+/* A cheap hash for the caches: the first, middle and last 8 bytes and the
+ * length. The caches compare the whole key, so a collision only costs a
+ * miss. */
 static inline uint32_t short_hash(const uint8_t *p, size_t n)
 {
     uint64_t a, b;
     if (n >= 8) {
+        uint64_t c;
         memcpy(&a, p, 8);
         memcpy(&b, p + n - 8, 8);
+        memcpy(&c, p + n / 2 - 4, 8);
+        a ^= c * 0xC2B2AE3D27D4EB4Full;
     } else if (n >= 4) {
         uint32_t x, y;
         memcpy(&x, p, 4);
@@ -159,7 +175,7 @@ static PyObject *cached_text(const char *p, size_t n)
 
 enum { NK_UNKNOWN, NK_HTTP, NK_COOKIE, NK_CTYPE, NK_CLEN, NK_DROP };
 
-#define NC_SIZE 1024               /* 2-way: a name lives in slot h or h^1 */
+#define NC_SIZE 256                /* 2-way: a name lives in slot h or h^1 */
 #define NC_MAX  64
 typedef struct {
     PyObject *name;    /* bytes */
@@ -178,6 +194,19 @@ static void nc_clear(nc_ent_t *e)
     Py_XDECREF(a);
     Py_XDECREF(b);
     Py_XDECREF(c);
+}
+
+static inline nc_ent_t *nc_find_obj(PyObject *o, const char *p, size_t n, uint32_t h)
+{
+    nc_ent_t *e = &ncache[h & (NC_SIZE - 1)], *e2 = &ncache[(h ^ 1) & (NC_SIZE - 1)];
+    if (e->name == o) return e;
+    if (e2->name == o) return e2;
+    for (int i = 0; i < 2; i++, e = e2) {
+        if (e->name != NULL && e->h == h && (size_t)PyBytes_GET_SIZE(e->name) == n
+            && memcmp(PyBytes_AS_STRING(e->name), p, n) == 0)
+            return e;
+    }
+    return NULL;
 }
 
 static inline nc_ent_t *nc_find(const char *p, size_t n, uint32_t h)
@@ -286,13 +315,13 @@ static int name_kind(PyObject *name, PyObject **key, PyObject **tmp)
     const char *p = PyBytes_AS_STRING(name);
     size_t n = (size_t)PyBytes_GET_SIZE(name);
     *tmp = NULL;
-    if (n == 0 || n > NC_MAX) {
+    if (n == 0 || n > NC_MAX || !PyBytes_CheckExact(name)) {   /* not cached */
         int kind = name_kind_compute(p, n, tmp);
         *key = *tmp;
         return kind;
     }
     uint32_t h = short_hash((const uint8_t *)p, n);
-    nc_ent_t *e = nc_find(p, n, h);
+    nc_ent_t *e = nc_find_obj(name, p, n, h);
     if (e == NULL) e = nc_insert(name, h);
     if (e->kind == NK_UNKNOWN) {
         PyObject *k;
@@ -310,6 +339,152 @@ static int name_kind(PyObject *name, PyObject **key, PyObject **tmp)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Value cache: bytes that repeat from request to request (header values,   */
+/* paths) as one shared bytes object and, once environ asked, its latin-1  */
+/* str. Both are immutable, so sharing them between requests is invisible. */
+
+#define VC_SIZE 256                /* 2-way, like the name cache */
+#define VC_MAX  160
+typedef struct {
+    PyObject *b;       /* bytes (exact type) */
+    PyObject *s;       /* b.decode("latin-1"), NULL until asked */
+    PyObject *pair;    /* (name, b) as decode last returned it, or NULL */
+    uint32_t  h;
+} vc_ent_t;
+static vc_ent_t vcache[VC_SIZE];
+
+/* o: the bytes object being looked up, if there is one: an entry holding
+ * that very object matches without comparing bytes. */
+static inline vc_ent_t *vc_find_obj(PyObject *o, const char *p, size_t n, uint32_t h)
+{
+    vc_ent_t *e = &vcache[h & (VC_SIZE - 1)], *e2 = &vcache[(h ^ 1) & (VC_SIZE - 1)];
+    if (e->b == o) return e;
+    if (e2->b == o) return e2;
+    for (int i = 0; i < 2; i++, e = e2) {
+        if (e->b != NULL && e->h == h && (size_t)PyBytes_GET_SIZE(e->b) == n
+            && memcmp(PyBytes_AS_STRING(e->b), p, n) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static inline vc_ent_t *vc_find(const char *p, size_t n, uint32_t h)
+{
+    vc_ent_t *e = &vcache[h & (VC_SIZE - 1)];
+    for (int i = 0; i < 2; i++, e = &vcache[(h ^ 1) & (VC_SIZE - 1)]) {
+        if (e->b != NULL && e->h == h && (size_t)PyBytes_GET_SIZE(e->b) == n
+            && memcmp(PyBytes_AS_STRING(e->b), p, n) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static vc_ent_t *vc_insert(PyObject *b, uint32_t h)
+{
+    vc_ent_t *e = &vcache[h & (VC_SIZE - 1)];
+    if (e->b != NULL) {
+        vc_ent_t *e2 = &vcache[(h ^ 1) & (VC_SIZE - 1)];
+        if (e2->b == NULL || (h >> 20) & 1) e = e2;
+    }
+    PyObject *ob = e->b, *os = e->s, *op = e->pair;
+    e->b = Py_NewRef(b);
+    e->s = NULL;
+    e->pair = NULL;
+    e->h = h;
+    Py_XDECREF(ob);                /* bytes, str and a tuple of two bytes: */
+    Py_XDECREF(os);                /* no Python code runs */
+    Py_XDECREF(op);
+    return e;
+}
+
+/* Admission: a value enters the cache the second time its hash is seen
+ * here, so one-off values (session cookies, ids in paths) pass through
+ * without evicting the ones that do repeat. */
+#define VC_SEEN 1024
+static uint32_t vc_seen[VC_SEEN];
+
+static inline int vc_admit(uint32_t h)
+{
+    uint32_t *s = &vc_seen[(h >> 8) & (VC_SEEN - 1)];
+    if (*s == h) return 1;
+    *s = h;
+    return 0;
+}
+
+/* bytes for a value from the wire (new reference). */
+static PyObject *value_bytes(const char *p, size_t n)
+{
+    if (n == 0 || n > VC_MAX) return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    uint32_t h = short_hash((const uint8_t *)p, n);
+    vc_ent_t *e = vc_find(p, n, h);
+    if (e != NULL) return Py_NewRef(e->b);
+    PyObject *b = PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    if (b != NULL && vc_admit(h)) vc_insert(b, h);
+    return b;
+}
+
+/* The (name, value) tuple of a header from the wire; steals name. A header
+ * that repeats (same name object, same value) gets the same tuple back:
+ * tuples of bytes are immutable, so nobody can tell. */
+static PyObject *header_pair(PyObject *name, const char *p, size_t n)
+{
+    PyObject *v, *pair;
+    uint32_t h = 0;
+    vc_ent_t *e = NULL;
+    if (n == 0 || n > VC_MAX) {
+        v = PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    } else {
+        h = short_hash((const uint8_t *)p, n);
+        if ((e = vc_find(p, n, h)) != NULL) {
+            if (e->pair != NULL && PyTuple_GET_ITEM(e->pair, 0) == name) {
+                Py_DECREF(name);
+                return Py_NewRef(e->pair);
+            }
+            v = Py_NewRef(e->b);
+        } else if ((v = PyBytes_FromStringAndSize(p, (Py_ssize_t)n)) != NULL) {
+            if (!vc_admit(h)) {            /* first sighting: a plain tuple */
+                if ((pair = PyTuple_New(2)) == NULL) {
+                    Py_DECREF(name);
+                    Py_DECREF(v);
+                    return NULL;
+                }
+                PyTuple_SET_ITEM(pair, 0, name);
+                PyTuple_SET_ITEM(pair, 1, v);
+                return pair;
+            }
+            vc_insert(v, h);
+        }
+    }
+    if (v == NULL || (pair = PyTuple_New(2)) == NULL) {
+        Py_DECREF(name);
+        Py_XDECREF(v);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, v);
+    if (n != 0 && n <= VC_MAX) {
+        /* PyTuple_New may have collected garbage, and a finalizer may have
+         * changed the cache: look again instead of trusting e. */
+        if ((e = vc_find(p, n, h)) != NULL && e->b == v)
+            Py_XSETREF(e->pair, Py_NewRef(pair));
+    }
+    return pair;
+}
+
+/* b.decode("latin-1") for a bytes object b (new reference): kept with b's
+ * cache entry if it has one (decode admitted it). */
+static PyObject *value_latin1(PyObject *b)
+{
+    const char *p = PyBytes_AS_STRING(b);
+    size_t n = (size_t)PyBytes_GET_SIZE(b);
+    if (n == 0 || n > VC_MAX) return latin1_str(p, n);
+    vc_ent_t *e = vc_find_obj(b, p, n, short_hash((const uint8_t *)p, n));
+    if (e == NULL) return latin1_str(p, n);
+    if (e->s == NULL && (e->s = latin1_str(p, n)) == NULL) return NULL;
+    return Py_NewRef(e->s);
+}
+
+/* ------------------------------------------------------------------------ */
 /* decode                                                                   */
 
 static gwp_decoder_t g_dec;
@@ -321,42 +496,56 @@ static int from_master(unsigned type)
         || type == GWP_MSG_CANCEL || type == GWP_MSG_WINDOW || type == GWP_MSG_QUIT;
 }
 
+/* Tuple slot i = expr, or fail (the partly filled tuple is freed). */
+#define SET(t, i, expr)                                                        \
+    do {                                                                       \
+        PyObject *o_ = (expr);                                                 \
+        if (o_ == NULL) goto fail;                                             \
+        PyTuple_SET_ITEM((t), (i), o_);                                        \
+    } while (0)
+
 static PyObject *request_tuple(const gwp_msg_t *m)
 {
     const gwp_request_t *r = &m->u.request;
-    PyObject *t = PyTuple_New(13);
+    PyObject *t = PyTuple_New(13), *hl;
     if (t == NULL) return NULL;
-    PyObject *hl = PyList_New(r->nheaders);
     PyTuple_SET_ITEM(t, 0, Py_NewRef(I_type[GWP_MSG_REQUEST]));
-    PyTuple_SET_ITEM(t, 1, PyLong_FromLong(m->frame.flags));
-    PyTuple_SET_ITEM(t, 2, PyLong_FromUnsignedLong(m->frame.stream));
-    PyTuple_SET_ITEM(t, 3, cached_text(r->method.ptr, r->method.len));
-    PyTuple_SET_ITEM(t, 4, PyBytes_FromStringAndSize(r->target.ptr, (Py_ssize_t)r->target.len));
-    PyTuple_SET_ITEM(t, 5, PyBytes_FromStringAndSize(r->path.ptr, (Py_ssize_t)r->path.len));
-    PyTuple_SET_ITEM(t, 6, PyBytes_FromStringAndSize(r->query.ptr, (Py_ssize_t)r->query.len));
-    PyTuple_SET_ITEM(t, 7, PyLong_FromLong(r->http_minor));
-    PyTuple_SET_ITEM(t, 8, hl);
-    PyTuple_SET_ITEM(t, 9, text_str(r->peer.ptr, r->peer.len));
-    PyTuple_SET_ITEM(t, 10, cached_text(r->server.ptr, r->server.len));
-    PyTuple_SET_ITEM(t, 11, cached_text(r->scheme.ptr, r->scheme.len));
-    PyTuple_SET_ITEM(t, 12, PyLong_FromLongLong(r->content_length));
-    for (int i = 1; i < 13; i++)
-        if (PyTuple_GET_ITEM(t, i) == NULL) goto fail;
+    SET(t, 1, PyLong_FromLong(m->frame.flags));
+    SET(t, 2, PyLong_FromUnsignedLong(m->frame.stream));
+    SET(t, 3, cached_text(r->method.ptr, r->method.len));
+    SET(t, 4, value_bytes(r->target.ptr, r->target.len));
+    SET(t, 5, value_bytes(r->path.ptr, r->path.len));
+    SET(t, 6, value_bytes(r->query.ptr, r->query.len));
+    SET(t, 7, PyLong_FromLong(r->http_minor));
+    SET(t, 8, hl = PyList_New(r->nheaders));
+    SET(t, 9, cached_text(r->peer.ptr, r->peer.len));
+    SET(t, 10, cached_text(r->server.ptr, r->server.len));
+    SET(t, 11, cached_text(r->scheme.ptr, r->scheme.len));
+    SET(t, 12, PyLong_FromLongLong(r->content_length));
     for (uint32_t i = 0; i < r->nheaders; i++) {
         const gwp_header_t *h = &r->headers[i];
-        PyObject *pair = PyTuple_New(2);
-        if (pair == NULL) goto fail;
+        PyObject *n = name_bytes(h->name.ptr, h->name.len), *pair;
+        if (n == NULL || (pair = header_pair(n, h->value.ptr, h->value.len)) == NULL) goto fail;
         PyList_SET_ITEM(hl, i, pair);
-        PyObject *n = name_bytes(h->name.ptr, h->name.len);
-        if (n == NULL) goto fail;
-        PyTuple_SET_ITEM(pair, 0, n);
-        PyObject *v = PyBytes_FromStringAndSize(h->value.ptr, (Py_ssize_t)h->value.len);
-        if (v == NULL) goto fail;
-        PyTuple_SET_ITEM(pair, 1, v);
     }
     return t;
 fail:
-    Py_DECREF(t);     /* tuple/list dealloc tolerates NULL items */
+    Py_DECREF(t);     /* tuple/list dealloc tolerate NULL items */
+    return NULL;
+}
+
+/* (type, flags, sid, x) */
+static PyObject *tuple4(unsigned type, const gwp_msg_t *m, PyObject *x)
+{
+    PyObject *t;
+    if (x == NULL || (t = PyTuple_New(4)) == NULL) { Py_XDECREF(x); return NULL; }
+    PyTuple_SET_ITEM(t, 0, Py_NewRef(I_type[type]));
+    PyTuple_SET_ITEM(t, 3, x);
+    SET(t, 1, PyLong_FromLong(m->frame.flags));
+    SET(t, 2, PyLong_FromUnsignedLong(m->frame.stream));
+    return t;
+fail:
+    Py_DECREF(t);
     return NULL;
 }
 
@@ -366,21 +555,13 @@ static PyObject *msg_tuple(const gwp_msg_t *m)
     switch (type) {
     case GWP_MSG_REQUEST:
         return request_tuple(m);
-    case GWP_MSG_BODY: {
-        PyObject *d = PyBytes_FromStringAndSize(m->u.data.data.ptr, (Py_ssize_t)m->u.data.data.len);
-        if (d == NULL) return NULL;
-        return Py_BuildValue("(OikN)", I_type[type], (int)m->frame.flags,
-                             (unsigned long)m->frame.stream, d);
-    }
+    case GWP_MSG_BODY:
+        return tuple4(type, m, PyBytes_FromStringAndSize(m->u.data.data.ptr,
+                                                         (Py_ssize_t)m->u.data.data.len));
     case GWP_MSG_WINDOW:
-        return Py_BuildValue("(Oikk)", I_type[type], (int)m->frame.flags,
-                             (unsigned long)m->frame.stream, (unsigned long)m->u.window.bytes);
-    case GWP_MSG_CANCEL: {
-        PyObject *r = cached_text(m->u.cancel.reason.ptr, m->u.cancel.reason.len);
-        if (r == NULL) return NULL;
-        return Py_BuildValue("(OikN)", I_type[type], (int)m->frame.flags,
-                             (unsigned long)m->frame.stream, r);
-    }
+        return tuple4(type, m, PyLong_FromUnsignedLong(m->u.window.bytes));
+    case GWP_MSG_CANCEL:
+        return tuple4(type, m, cached_text(m->u.cancel.reason.ptr, m->u.cancel.reason.len));
     case GWP_MSG_QUIT:
         return Py_BuildValue("(OiiNk)", I_type[type], (int)m->frame.flags, 0,
                              PyBool_FromLong(m->u.quit.graceful),
@@ -393,14 +574,20 @@ static PyObject *msg_tuple(const gwp_msg_t *m)
     }
 }
 
-static void raise_malformed(PyObject *cls, const uint8_t *h, const char *why)
+/* The message for a malformed frame whose header is at h. */
+static PyObject *malformed_msg(const uint8_t *h, const char *why)
 {
-    PyObject *msg = PyUnicode_FromFormat(
+    return PyUnicode_FromFormat(
         "%s frame (type %u, flags 0x%x, stream %u, length %u): %s",
         gwp_type_name(h[1]), (unsigned)h[1], (unsigned)(h[2] << 8 | h[3]),
         (unsigned)((uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7]),
         (unsigned)((uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11]),
         why);
+}
+
+/* raise cls(msg); steals msg. */
+static void raise_malformed(PyObject *cls, PyObject *msg)
+{
     if (msg == NULL) return;
     PyObject *exc = PyObject_CallOneArg(cls, msg);
     Py_DECREF(msg);
@@ -469,13 +656,18 @@ static PyObject *gw_decode(PyObject *self, PyObject *const *args, Py_ssize_t nar
         pos += (size_t)n;
         why = NULL;
     }
-    if (why != NULL) {
-        raise_malformed(cls, base + pos, why);
-        goto error;
-    }
+    PyObject *err = why != NULL ? malformed_msg(base + pos, why) : NULL;
     if (d == &local) gwp_decoder_done(&local); else g_dec_busy = 0;
     PyBuffer_Release(&view);
-    if (pos > 0 && PySequence_DelSlice(buf, 0, (Py_ssize_t)pos) < 0) {
+    if (why != NULL) {            /* cls runs with buf released and as it was */
+        Py_DECREF(out);
+        raise_malformed(cls, err);
+        return NULL;
+    }
+    /* del buf[:pos]; when everything went, a resize to 0 does the same
+     * without a slice object. */
+    if (pos > 0 && (pos == (size_t)PyByteArray_GET_SIZE(buf)
+                    ? PyByteArray_Resize(buf, 0) : PySequence_DelSlice(buf, 0, (Py_ssize_t)pos)) < 0) {
         Py_DECREF(out);
         return NULL;
     }
@@ -562,25 +754,39 @@ static inline int hexval(unsigned c)
     return -1;
 }
 
-/* unquote_to_bytes(path).decode("latin-1") */
+/* unquote_to_bytes(path).decode("latin-1"): "%XX" (either case) is the
+ * byte 0xXX, any other '%' stays. Two passes: size and maximum character,
+ * then the characters straight into the str. */
+static inline int pct_at(const char *p, size_t n, size_t i)
+{
+    return p[i] == '%' && i + 2 < n && hexval((uint8_t)p[i + 1]) >= 0
+        && hexval((uint8_t)p[i + 2]) >= 0;
+}
+
 static PyObject *path_info(const char *p, size_t n)
 {
-    char stack[512];
-    char *out = n <= sizeof(stack) ? stack : PyMem_Malloc(n);
-    if (out == NULL) return PyErr_NoMemory();
     size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int hi, lo;
-        if (p[i] == '%' && i + 2 < n + 0 + (i + 2 < n) && i + 2 < n + 1
-            && (hi = hexval((uint8_t)p[i + 1])) >= 0 && (lo = hexval((uint8_t)p[i + 2])) >= 0) {
-            out[o++] = (char)(hi << 4 | lo);
+    unsigned any = 0;
+    for (size_t i = 0; i < n; i++, o++) {
+        if (pct_at(p, n, i)) {
+            any |= (unsigned)(hexval((uint8_t)p[i + 1]) << 4);
             i += 2;
         } else {
-            out[o++] = p[i];
+            any |= (uint8_t)p[i];
         }
     }
-    PyObject *s = latin1_str(out, o);
-    if (out != stack) PyMem_Free(out);
+    if (o == 0) return Py_NewRef(S_empty);
+    PyObject *s = PyUnicode_New((Py_ssize_t)o, any & 0x80 ? 255 : 127);
+    if (s == NULL) return NULL;
+    Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+    for (size_t i = 0; i < n; i++) {
+        if (pct_at(p, n, i)) {
+            *d++ = (Py_UCS1)(hexval((uint8_t)p[i + 1]) << 4 | hexval((uint8_t)p[i + 2]));
+            i += 2;
+        } else {
+            *d++ = (Py_UCS1)p[i];
+        }
+    }
     return s;
 }
 
@@ -604,7 +810,7 @@ static int env_header(PyObject *env, PyObject *name, PyObject *value)
     if (kind == NK_DROP || kind == NK_CLEN) return 0;
     if (tmp == NULL && key != NULL) Py_INCREF(key);       /* own it from here */
     else key = tmp;
-    PyObject *v = latin1_str(PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value));
+    PyObject *v = value_latin1(value);
     if (v == NULL) { Py_XDECREF(key); return -1; }
     int rc;
     if (kind == NK_CTYPE) {
@@ -629,6 +835,67 @@ static int env_header(PyObject *env, PyObject *name, PyObject *value)
     Py_DECREF(v);
     Py_XDECREF(key);
     return rc;
+}
+
+/*
+ * base.copy(), with room for what environ adds. The copy is cloned from a
+ * template: base's items followed by the ten keys every environ sets, in
+ * the order it sets them (placeholder values), in a table big enough for
+ * the usual number of headers. Cloning copies the table in one go; setting
+ * the ten keys then only replaces values, and nothing has to grow. (A plain
+ * base.copy() would be cloned at base's size and resized twice on the way.)
+ * The template follows base: another dict, or a change to it (its version
+ * tag), rebuilds it. The ten keys end up where base.copy() + assignments in
+ * the reference order would put them, also when base already has some.
+ */
+static PyObject *t_base, *t_dict;
+static uint64_t t_version;
+/* Room for CONTENT_LENGTH, CONTENT_TYPE and headers. With a WSGI base of
+ * ~10 keys this makes a 64-slot table: a bigger one costs more to clone
+ * than the rare resize it saves. */
+#define ENV_ROOM 16
+
+static PyObject *env_new(PyObject *base, Py_ssize_t nh)   /* nh: headers, a hint */
+{
+    PyObject *const fixed[] = {
+        K_REQUEST_METHOD, K_PATH_INFO, K_QUERY_STRING, K_RAW_URI, K_SERVER_NAME,
+        K_SERVER_PORT, K_SERVER_PROTOCOL, K_REMOTE_ADDR, K_REMOTE_PORT, K_URL_SCHEME,
+    };
+    if (!PyDict_CheckExact(base)) {
+        PyObject *env = _PyDict_NewPresized(PyDict_GET_SIZE(base) + 12 + nh);
+        if (env != NULL && PyDict_Update(env, base) < 0) Py_CLEAR(env);
+        return env;
+    }
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    uint64_t version = ((PyDictObject *)base)->ma_version_tag;
+_Py_COMP_DIAG_POP
+    if (t_dict == NULL || base != t_base || version != t_version) {
+        PyObject *d = _PyDict_NewPresized(PyDict_GET_SIZE(base) + 10 + ENV_ROOM);
+        if (d == NULL) return NULL;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        Py_hash_t hash;
+        while (_PyDict_Next(base, &pos, &k, &v, &hash)) {
+            if (!PyUnicode_CheckExact(k)) {  /* its __eq__ could run: no template */
+                Py_DECREF(d);
+                Py_CLEAR(t_dict);
+                Py_CLEAR(t_base);
+                PyObject *env = _PyDict_NewPresized(PyDict_GET_SIZE(base) + 12 + nh);
+                if (env != NULL && PyDict_Update(env, base) < 0) Py_CLEAR(env);
+                return env;
+            }
+            if (_PyDict_SetItem_KnownHash(d, k, v, hash) < 0) { Py_DECREF(d); return NULL; }
+        }
+        for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+            if (PyDict_SetItem(d, fixed[i], Py_None) < 0) { Py_DECREF(d); return NULL; }
+        /* Building d ran no Python code (exact str keys, hashes known), so
+         * base is still the version read above. */
+        Py_XSETREF(t_dict, d);
+        Py_XSETREF(t_base, Py_NewRef(base));
+        t_version = version;
+    }
+    return PyDict_Copy(t_dict);
 }
 
 static PyObject *gw_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -660,7 +927,8 @@ static PyObject *gw_environ(PyObject *self, PyObject *const *args, Py_ssize_t na
     int minor_true = PyObject_IsTrue(minor);
     if (minor_true < 0) return NULL;
 
-    PyObject *env = PyDict_Copy(base);
+    Py_ssize_t nh = PyList_Check(headers) ? PyList_GET_SIZE(headers) : PyTuple_GET_SIZE(headers);
+    PyObject *env = env_new(base, nh);
     if (env == NULL) return NULL;
     PyObject *host = NULL, *port = NULL, *phost = NULL, *pport = NULL;
     if (addr_cached(server, &c_server, &c_server_host, &c_server_port, &host, &port) < 0
@@ -670,14 +938,13 @@ static PyObject *gw_environ(PyObject *self, PyObject *const *args, Py_ssize_t na
     const char *pp = PyBytes_AS_STRING(path), *tp = PyBytes_AS_STRING(target);
     size_t pn = (size_t)PyBytes_GET_SIZE(path), tn = (size_t)PyBytes_GET_SIZE(target);
     int pct = memchr(pp, '%', pn) != NULL;
-    PyObject *pi = pct ? path_info(pp, pn) : latin1_str(pp, pn);
+    PyObject *pi = pct ? path_info(pp, pn) : value_latin1(path);
     if (pi == NULL) goto fail;
     PyObject *raw = (!pct && tn == pn && memcmp(tp, pp, pn) == 0)
-                    ? Py_NewRef(pi) : latin1_str(tp, tn);
+                    ? Py_NewRef(pi) : value_latin1(target);
     if (PyDict_SetItem(env, K_REQUEST_METHOD, method) < 0
         || set_new(env, K_PATH_INFO, pi) < 0
-        || set_new(env, K_QUERY_STRING,
-                   latin1_str(PyBytes_AS_STRING(query), (size_t)PyBytes_GET_SIZE(query))) < 0
+        || set_new(env, K_QUERY_STRING, value_latin1(query)) < 0
         || set_new(env, K_RAW_URI, raw) < 0)
         goto fail;
     if (PyDict_SetItem(env, K_SERVER_NAME,
@@ -707,30 +974,34 @@ static PyObject *gw_environ(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_CLEAR(phost);
     Py_CLEAR(pport);
 
-    if (PyList_Check(headers)) {
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++) {
-            PyObject *it = PyList_GET_ITEM(headers, i);
-            PyObject *n, *v;
-            if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2) {
-                PyErr_SetString(PyExc_TypeError, "environ(): headers must be (name, value) tuples");
-                goto fail;
-            }
-            Py_INCREF(it);
+    /* Bounds re-read each time round: a non-ASCII name runs str.upper(),
+     * and anything that allocates may run a finalizer. */
+    for (Py_ssize_t i = 0;; i++) {
+        PyObject *it;
+        if (PyList_Check(headers)) {
+            if (i >= PyList_GET_SIZE(headers)) break;
+            it = PyList_GET_ITEM(headers, i);
+        } else {
+            if (i >= PyTuple_GET_SIZE(headers)) break;
+            it = PyTuple_GET_ITEM(headers, i);
+        }
+        PyObject *n, *v;
+        if (PyTuple_Check(it) && PyTuple_GET_SIZE(it) == 2) {
             n = PyTuple_GET_ITEM(it, 0);
             v = PyTuple_GET_ITEM(it, 1);
-            int rc = env_header(env, n, v);
-            Py_DECREF(it);
-            if (rc < 0) goto fail;
+        } else if (PyList_Check(it) && PyList_GET_SIZE(it) == 2) {
+            n = PyList_GET_ITEM(it, 0);
+            v = PyList_GET_ITEM(it, 1);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "environ(): headers must be (name, value) pairs");
+            goto fail;
         }
-    } else {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(headers); i++) {
-            PyObject *it = PyTuple_GET_ITEM(headers, i);
-            if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2) {
-                PyErr_SetString(PyExc_TypeError, "environ(): headers must be (name, value) tuples");
-                goto fail;
-            }
-            if (env_header(env, PyTuple_GET_ITEM(it, 0), PyTuple_GET_ITEM(it, 1)) < 0) goto fail;
-        }
+        Py_INCREF(n);
+        Py_INCREF(v);
+        int rc = env_header(env, n, v);
+        Py_DECREF(n);
+        Py_DECREF(v);
+        if (rc < 0) goto fail;
     }
     return env;
 
@@ -767,9 +1038,9 @@ static PyObject *name_lower(PyObject *name)
 {
     const char *p = PyBytes_AS_STRING(name);
     size_t n = (size_t)PyBytes_GET_SIZE(name);
-    if (n == 0 || n > NC_MAX) return lower_bytes(name);
+    if (n == 0 || n > NC_MAX || !PyBytes_CheckExact(name)) return lower_bytes(name);
     uint32_t h = short_hash((const uint8_t *)p, n);
-    nc_ent_t *e = nc_find(p, n, h);
+    nc_ent_t *e = nc_find_obj(name, p, n, h);
     if (e == NULL) e = nc_insert(name, h);
     if (e->lower == NULL && (e->lower = lower_bytes(name)) == NULL) return NULL;
     return Py_NewRef(e->lower);
@@ -777,31 +1048,45 @@ static PyObject *name_lower(PyObject *name)
 
 static PyObject *gw_asgi_headers(PyObject *self, PyObject *headers)
 {
-    PyObject *seq = PySequence_Fast(headers, "asgi_headers() needs a list of (name, value)");
-    if (seq == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (!PyList_Check(headers) && !PyTuple_Check(headers)) {
+        PyErr_Format(PyExc_TypeError, "asgi_headers() needs a list, not %.100s",
+                     Py_TYPE(headers)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_Check(headers) ? PyList_GET_SIZE(headers) : PyTuple_GET_SIZE(headers);
     PyObject *out = PyList_New(n);
-    if (out == NULL) { Py_DECREF(seq); return NULL; }
+    if (out == NULL) return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *it = PySequence_Fast_GET_ITEM(seq, i), *nm, *v, *low;
-        Py_INCREF(it);
+        PyObject *it, *nm, *v, *low;
+        if (PyList_Check(headers)) {
+            if (i >= PyList_GET_SIZE(headers)) {   /* shrunk by code run below */
+                PyErr_SetString(PyExc_RuntimeError, "headers changed size during asgi_headers()");
+                goto fail;
+            }
+            it = PyList_GET_ITEM(headers, i);
+        } else {
+            it = PyTuple_GET_ITEM(headers, i);
+        }
         if (PyTuple_CheckExact(it) && PyTuple_GET_SIZE(it) == 2) {
             nm = Py_NewRef(PyTuple_GET_ITEM(it, 0));
             v = Py_NewRef(PyTuple_GET_ITEM(it, 1));
         } else {
+            /* it is borrowed from a list that code run by iterating it
+             * could change: hold it meanwhile. */
+            Py_INCREF(it);
             PyObject *t = PySequence_Tuple(it);
-            if (t == NULL) goto fail_it;
+            Py_DECREF(it);
+            if (t == NULL) goto fail;
             if (PyTuple_GET_SIZE(t) != 2) {
                 PyErr_Format(PyExc_ValueError, "header must be a (name, value) pair, got %zd items",
                              PyTuple_GET_SIZE(t));
                 Py_DECREF(t);
-                goto fail_it;
+                goto fail;
             }
             nm = Py_NewRef(PyTuple_GET_ITEM(t, 0));
             v = Py_NewRef(PyTuple_GET_ITEM(t, 1));
             Py_DECREF(t);
         }
-        Py_DECREF(it);
         low = PyBytes_Check(nm) ? name_lower(nm) : PyObject_CallMethod(nm, "lower", NULL);
         Py_DECREF(nm);
         if (low == NULL) { Py_DECREF(v); goto fail; }
@@ -810,21 +1095,9 @@ static PyObject *gw_asgi_headers(PyObject *self, PyObject *headers)
         PyTuple_SET_ITEM(pair, 0, low);
         PyTuple_SET_ITEM(pair, 1, v);
         PyList_SET_ITEM(out, i, pair);
-        if (seq != headers) continue;
-        /* a list may have been shrunk by code run above: keep i in range */
-        if (PyList_Check(seq) && n > PyList_GET_SIZE(seq)) {
-            PyErr_SetString(PyExc_RuntimeError, "headers changed size during asgi_headers()");
-            goto fail;
-        }
-        continue;
-fail_it:
-        Py_DECREF(it);
-        goto fail;
     }
-    Py_DECREF(seq);
     return out;
 fail:
-    Py_DECREF(seq);
     Py_DECREF(out);
     return NULL;
 }
@@ -899,32 +1172,9 @@ static inline size_t uint_size(uint64_t v)
     return v < 0x80 ? 1 : v <= 0xff ? 2 : v <= 0xffff ? 3 : v <= 0xffffffffu ? 5 : 9;
 }
 
-/*
- * Encode straight into a new bytes object of exactly `total` bytes. The
- * caller computed total with gwp.c's own sizing rules; gwp_buf_t is pointed
- * at the object's storage with cap == total, so the encoder writes in place
- * and never needs to grow it (a mismatch is caught below, before anything
- * could be wrong in a frame we hand out).
- */
-#define ENCODE_INTO(total, call)                                               \
-    do {                                                                       \
-        if ((total) - GWP_HEADER_SIZE > GWP_MAX_PAYLOAD)                       \
-            return enc_error(-EMSGSIZE);                                       \
-        res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(total));            \
-        if (res == NULL) goto done;                                            \
-        gwp_buf_t b_ = { (uint8_t *)PyBytes_AS_STRING(res), 0, (total) };      \
-        gwp_buf_t *bp = &b_;                                                   \
-        int rc_ = (call);                                                      \
-        if (rc_ != 0 || b_.len != (total)) {                                   \
-            Py_CLEAR(res);                                                     \
-            if (rc_ != 0) enc_error(rc_);                                      \
-            else PyErr_SetString(PyExc_SystemError, "_gwfast: frame size mismatch"); \
-        }                                                                      \
-    } while (0)
-
 /* A header item -> pointer + length, keeping the object that owns the bytes
  * in *own (a new reference): bytes and latin-1 str as they are, bytearray
- * copied, anything else through bytes(). */
+ * copied, anything else through bytes() (which may run Python code). */
 static int hdr_part(PyObject *o, gwp_str_t *s, PyObject **own)
 {
     if (PyBytes_Check(o)) {
@@ -941,8 +1191,8 @@ static int hdr_part(PyObject *o, gwp_str_t *s, PyObject **own)
     } else if (PyByteArray_Check(o)) {
         if ((*own = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(o),
                                               PyByteArray_GET_SIZE(o))) == NULL) return -1;
-    } else {
-        if ((*own = PyBytes_FromObject(o)) == NULL) return -1;
+    } else {          /* bytes(o), as the reference does: __bytes__, buffers, ... */
+        if ((*own = PyObject_CallOneArg((PyObject *)&PyBytes_Type, o)) == NULL) return -1;
     }
     s->ptr = PyBytes_AS_STRING(*own);
     s->len = (size_t)PyBytes_GET_SIZE(*own);
@@ -963,15 +1213,16 @@ static PyObject *gw_response(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_Format(PyExc_ValueError, "status %u out of range 100..999", status);
         return NULL;
     }
-    PyObject *headers = args[2], *body = args[3];
+    PyObject *headers = args[2], *body = args[3], *hlist = NULL;
     int end = PyObject_IsTrue(args[4]);
     if (end < 0) return NULL;
     if (!PyList_Check(headers) && !PyTuple_Check(headers)) {
-        PyErr_Format(PyExc_TypeError, "headers must be a list, not %.100s", Py_TYPE(headers)->tp_name);
-        return NULL;
+        /* Any iterable of pairs, like the reference's comprehension. */
+        if ((hlist = PySequence_List(headers)) == NULL) return NULL;
+        headers = hlist;
     }
     Py_ssize_t nh = PyList_Check(headers) ? PyList_GET_SIZE(headers) : PyTuple_GET_SIZE(headers);
-    if (nh > GWP_MAX_HEADERS) return enc_error(-EMSGSIZE);
+    if (nh > GWP_MAX_HEADERS) { Py_XDECREF(hlist); return enc_error(-EMSGSIZE); }
 
     gwp_header_t hstack[HSTACK], *hs = hstack;
     PyObject *ostack[2 * HSTACK], **own = ostack;
@@ -1042,7 +1293,7 @@ static PyObject *gw_response(PyObject *self, PyObject *const *args, Py_ssize_t n
         hsz += 1 + bin_size(hs[i].name.len) + bin_size(hs[i].value.len);
     size_t total = GWP_HEADER_SIZE + 1 + sizeof("status") + uint_size(status)
         + sizeof("headers") + hsz + (m.body.len ? sizeof("body") + bin_size(m.body.len) : 0);
-    if (total > GWP_HEADER_SIZE + GWP_MAX_PAYLOAD + (size_t)0) { enc_error(-EMSGSIZE); goto done; }
+    if (total - GWP_HEADER_SIZE > GWP_MAX_PAYLOAD) { enc_error(-EMSGSIZE); goto done; }
     {
         res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
         if (res == NULL) goto done;
@@ -1057,6 +1308,7 @@ static PyObject *gw_response(PyObject *self, PyObject *const *args, Py_ssize_t n
 done:
     if (have_bv) PyBuffer_Release(&bv);
     for (i = 0; i < nown; i++) Py_DECREF(own[i]);
+    Py_XDECREF(hlist);
     if (hs != hstack) PyMem_Free(hs);
     if (own != ostack) PyMem_Free(own);
     return res;
@@ -1180,6 +1432,13 @@ static void gw_free(void *unused)
 {
     for (int i = 0; i < NC_SIZE; i++) nc_clear(&ncache[i]);
     for (int i = 0; i < TC_SIZE; i++) Py_CLEAR(tcache[i].s);
+    for (int i = 0; i < VC_SIZE; i++) {
+        Py_CLEAR(vcache[i].b);
+        Py_CLEAR(vcache[i].s);
+        Py_CLEAR(vcache[i].pair);
+    }
+    Py_CLEAR(t_base);
+    Py_CLEAR(t_dict);
     Py_CLEAR(c_server); Py_CLEAR(c_server_host); Py_CLEAR(c_server_port);
     Py_CLEAR(c_peer); Py_CLEAR(c_peer_host); Py_CLEAR(c_peer_port);
     gwp_decoder_done(&g_dec);

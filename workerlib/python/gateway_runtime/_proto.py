@@ -169,6 +169,13 @@ def decode(buf, malformed=Malformed):
         pos = end
         if m.__class__ is not dict:
             raise malformed("payload is not a map")
+        for k in m:
+            if k.__class__ is not str:      # keys may be bin (section 3)
+                try:
+                    m = dict((as_text(k2), v) for k2, v in m.items())
+                except Malformed as e:
+                    raise malformed(str(e))
+                break
         try:
             if ftype == REQUEST:
                 out.append((REQUEST, flags, sid) + _request_fields(m))
