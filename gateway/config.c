@@ -65,8 +65,9 @@ static const opt_t options[] = {
       "How the front picks a worker: exact least-connections (ties broken "
       "round-robin) or plain round-robin. Only READY workers are picked." },
     { "preload", 0, NULL, OPT_FLAG, OFF(preload), NULL, 0, 0,
-      "Load the app once in the master before forking (workers share its pages "
-      "copy-on-write). Without it each worker loads the app after fork." },
+      "Load the app once before forking (workers share its pages copy-on-write): a "
+      "native app in the master, a Python app in a zygote process that forks the workers "
+      "(gc.freeze() first). Without it each worker loads the app after fork." },
     { "max-inflight", 0, "N", OPT_UINT, OFF(max_inflight), "100", 1, 65536,
       "Requests one worker may have in flight at once." },
     { "prefetch-ms", 0, "MS", OPT_UINT, OFF(prefetch_ms), "2", 0, 60000,
@@ -446,7 +447,9 @@ void gw_config_usage(FILE *out)
         "    serves HTTP/1.0 and HTTP/1.1 on one event loop in the master, passing each\n"
         "    request to a worker as framed msgpack messages over a Unix socketpair.\n\n"
         "    APP is path/to/app.so or path/to/app.so:SYMBOL. SYMBOL is the app's entry\n"
-        "    point, int SYMBOL(gwl_app_t *app); the default is '%s'.\n\n"
+        "    point, int SYMBOL(gwl_app_t *app); the default is '%s'.\n"
+        "    Any other APP is a Python WSGI or ASGI app named as in Gunicorn:\n"
+        "    module:variable or module:factory(...), run by /usr/bin/python3.\n\n"
         "OPTIONS\n", "gateway_app");
     for (size_t i = 0; i < NOPTIONS; i++) {
         const opt_t *o = &options[i];
@@ -493,7 +496,9 @@ void gw_config_usage(FILE *out)
         "    PORT              with no bind anywhere: bind 0.0.0.0:$PORT.\n\n"
         "EXAMPLES\n"
         "    gateway -w 4 -b 127.0.0.1:8000 build/examples/hello.so\n"
-        "    gateway --preload --balance rr -b unix:/run/app.sock app.so:my_entry\n");
+        "    gateway --preload --balance rr -b unix:/run/app.sock app.so:my_entry\n"
+        "    gateway -w 4 --chdir /srv/app myproject.wsgi:application\n"
+        "    gateway -w auto --preload -c gunicorn.conf.py main:app\n");
 }
 
 static const opt_t *find_long(const char *name)
