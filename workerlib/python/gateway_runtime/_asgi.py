@@ -17,12 +17,11 @@ import asyncio
 import collections
 import os
 import sys
-import time
 import traceback
 from urllib.parse import unquote
 
-from ._proto import (BODY, CANCEL, F_END, MAX_DATA, QUIT, REQUEST, RESP_BODY,
-                     WINDOW, HELLO, Malformed, codec, read_rss, split_hostport)
+from ._proto import (F_END, MAX_DATA, RESP_BODY, Malformed, StreamFrames,
+                     codec, read_rss, split_hostport)
 
 ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 4 << 20          # queued output bytes before send() waits
@@ -170,7 +169,7 @@ class AStream(object):
         self.wake()
 
 
-class AsgiWorker(object):
+class AsgiWorker(StreamFrames):
     def __init__(self, boot, app):
         self.boot = boot
         self.sock = boot.sock
@@ -284,64 +283,29 @@ class AsgiWorker(object):
         # The master is gone: exit at once (PROTOCOL.md section 7).
         self.boot.exit_now(0)
 
-    def on_frame(self, fr):
-        ftype = fr[0]
-        sid = fr[2]
-        if ftype == REQUEST:
-            if sid <= self.last_sid:
-                raise Malformed("stream id %d not increasing" % sid)
-            self.last_sid = sid
-            st = AStream(self, sid, fr, bool(fr[1] & F_END))
-            self.streams[sid] = st
-            if self.running < self.limit:
-                self.start(st)
-            else:
-                self.pending_reqs.append(st)
-        elif ftype == BODY:
-            st = self.streams.get(sid)
-            if st is None or st.cancelled:
-                return
-            if st.req_ended:
-                raise Malformed("BODY after END on stream %d" % sid)
-            data = fr[3]
-            if data:
-                st.buffered += len(data)
-                if st.buffered + st.unreturned > self.window:
-                    raise Malformed("body beyond the window on stream %d"
-                                    % sid)
-                st.body.append(data)
-            if fr[1] & F_END:
-                st.req_ended = True
-            st.wake()
-        elif ftype == WINDOW:
-            st = self.streams.get(sid)
-            if st is not None:
-                st.credit += fr[3]
-                if st.credit > 0xFFFFFFFF:
-                    raise Malformed("window overflow on stream %d" % sid)
-                st.wake()
-        elif ftype == CANCEL:
-            st = self.streams.pop(sid, None)
-            if st is not None:
-                st.cancelled = True
-                st.done = True
-                st.wake()
-                if fr[3] == "timeout" and st.task is not None:
-                    # --timeout: the request's task is cancelled (the app
-                    # sees http.disconnect first if it is in receive()).
-                    self.loop.call_soon(st.task.cancel)
-                elif st.task is None:
-                    try:
-                        self.pending_reqs.remove(st)
-                    except ValueError:
-                        pass
-        elif ftype == QUIT:
-            if not fr[3]:
-                self.hooks.call("worker_int", self.winfo)
-                self.boot.exit_now(0)
-            self.quit()
-        elif ftype == HELLO:
-            raise Malformed("second HELLO")
+    def on_request(self, sid, fr):
+        st = AStream(self, sid, fr, bool(fr[1] & F_END))
+        self.streams[sid] = st
+        if self.running < self.limit:
+            self.start(st)
+        else:
+            self.pending_reqs.append(st)
+
+    def on_progress(self, st):
+        st.wake()
+
+    def on_cancel(self, st, reason):
+        st.done = True
+        st.wake()
+        if reason == "timeout" and st.task is not None:
+            # --timeout: the request's task is cancelled (the app sees
+            # http.disconnect first if it is in receive()).
+            self.loop.call_soon(st.task.cancel)
+        elif st.task is None:
+            try:
+                self.pending_reqs.remove(st)
+            except ValueError:
+                pass
 
     # -- requests ------------------------------------------------------------------
     def start(self, st):

@@ -9,7 +9,6 @@ starts it). GATEWAY_MODE selects what this process is:
           workers on the master's request (see _zygote.py).
 """
 
-import gc
 import os
 import signal
 import socket

@@ -128,6 +128,67 @@ def read_rss(pagesize=[0]):
         return 0
 
 
+# -- stream bookkeeping shared by the workers -----------------------------------
+
+class StreamFrames(object):
+    """What every worker does with the master's frames (PROTOCOL.md sections
+    6 and 8): stream ids, body data within the window, credit, cancels,
+    QUIT. A worker class provides streams, last_sid, window, hooks, winfo,
+    boot, and on_request(sid, frame), on_progress(st), on_cancel(st,
+    reason) and quit(). A stream has body, buffered, unreturned, credit,
+    req_ended, cancelled and done."""
+
+    def on_frame(self, fr):
+        ftype = fr[0]
+        sid = fr[2]
+        if ftype == REQUEST:
+            if sid <= self.last_sid:
+                raise Malformed("stream id %d not increasing" % sid)
+            self.last_sid = sid
+            self.on_request(sid, fr)
+        elif ftype == BODY:
+            st = self.streams.get(sid)
+            if st is None or st.cancelled or st.done:
+                return          # closed stream: dropped (section 6)
+            if st.req_ended:
+                raise Malformed("BODY after END on stream %d" % sid)
+            data = fr[3]
+            if data:
+                st.buffered += len(data)
+                if st.buffered + st.unreturned > self.window:
+                    raise Malformed("body beyond the window on stream %d"
+                                    % sid)
+                st.body.append(data)
+            if fr[1] & F_END:
+                st.req_ended = True
+            self.on_progress(st)
+        elif ftype == WINDOW:
+            st = self.streams.get(sid)
+            if st is not None:
+                st.credit += fr[3]
+                if st.credit > 0xFFFFFFFF:
+                    raise Malformed("window overflow on stream %d" % sid)
+                self.on_progress(st)
+        elif ftype == CANCEL:
+            st = self.streams.pop(sid, None)
+            if st is not None:
+                st.cancelled = True
+                self.on_cancel(st, fr[3])
+        elif ftype == QUIT:
+            if not fr[3]:
+                self.hooks.call("worker_int", self.winfo)
+                self.boot.exit_now(0)
+            self.quit()
+        elif ftype == HELLO:
+            raise Malformed("second HELLO")
+
+    def on_progress(self, st):
+        pass
+
+    def on_cancel(self, st, reason):
+        pass
+
+
 # -- the codec API ---------------------------------------------------------------
 # The hot path calls these functions through `codec` (end of this file): the
 # C extension _gwfast (workerlib/python/_gwfast.c, built over proto/gwp.c)

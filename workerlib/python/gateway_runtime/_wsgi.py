@@ -13,8 +13,8 @@ import sys
 import time
 import traceback
 
-from ._proto import (BODY, CANCEL, F_END, MAX_DATA, QUIT, REQUEST, RESP_BODY,
-                     WINDOW, HELLO, ChannelClosed, Malformed, codec, read_rss)
+from ._proto import (F_END, MAX_DATA, REQUEST, RESP_BODY, ChannelClosed,
+                     Malformed, StreamFrames, codec, read_rss)
 
 
 class Quit(Exception):
@@ -156,7 +156,7 @@ class Errors(object):
 _ERRORS = Errors()
 
 
-class WsgiWorker(object):
+class WsgiWorker(StreamFrames):
     def __init__(self, boot, app):
         self.boot = boot
         self.sock = boot.sock
@@ -236,48 +236,13 @@ class WsgiWorker(object):
                                         read_rss(), self.loop_id))
         self.next_hb = time.monotonic() + self.heartbeat_s
 
-    def on_frame(self, fr):
-        ftype = fr[0]
-        sid = fr[2]
-        if ftype == REQUEST:
-            if sid <= self.last_sid:
-                raise Malformed("stream id %d not increasing" % sid)
-            self.last_sid = sid
-            st = Stream(sid, fr, self.window, fr[1] & F_END)
-            self.streams[sid] = st
-            self.queue.append(st)
-        elif ftype == BODY:
-            st = self.streams.get(sid)
-            if st is None or st.cancelled or st.done:
-                return          # closed stream: dropped (PROTOCOL.md 6)
-            if st.req_ended:
-                raise Malformed("BODY after END on stream %d" % sid)
-            data = fr[3]
-            if data:
-                st.buffered += len(data)
-                if st.buffered + st.unreturned > self.window:
-                    raise Malformed("body beyond the window on stream %d"
-                                    % sid)
-                st.body.append(data)
-            if fr[1] & F_END:
-                st.req_ended = True
-        elif ftype == WINDOW:
-            st = self.streams.get(sid)
-            if st is not None:
-                st.credit += fr[3]
-                if st.credit > 0xFFFFFFFF:
-                    raise Malformed("window overflow on stream %d" % sid)
-        elif ftype == CANCEL:
-            st = self.streams.pop(sid, None)
-            if st is not None:
-                st.cancelled = True
-        elif ftype == QUIT:
-            if not fr[3]:
-                self.hooks.call("worker_int", self.winfo)
-                self.boot.exit_now(0)
-            self.quitting = True
-        elif ftype == HELLO:
-            raise Malformed("second HELLO")
+    def on_request(self, sid, fr):
+        st = Stream(sid, fr, self.window, fr[1] & F_END)
+        self.streams[sid] = st
+        self.queue.append(st)
+
+    def quit(self):
+        self.quitting = True
 
     # -- main loop ---------------------------------------------------------------
     def run(self):
@@ -608,7 +573,7 @@ class ThreadedWsgiWorker(WsgiWorker):
 
     def on_frame(self, fr):
         with self.cv:
-            WsgiWorker.on_frame(self, fr)
+            StreamFrames.on_frame(self, fr)
             if fr[0] != REQUEST:
                 self.cv.notify_all()
 
