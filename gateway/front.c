@@ -278,6 +278,24 @@ static void conn_fail(gw_conn_t *c, int status, const char *why, const char *ext
     conn_update_io(c);
 }
 
+/* A started response cannot complete (the worker cancelled it or died):
+ * the client gets the bytes already produced, then the connection closes
+ * without the end of the body, so it sees a truncated response, never a
+ * complete-looking one. */
+static void conn_cut(gw_conn_t *c)
+{
+    if (c->req) {
+        gw_req_t *r = c->req;
+        c->req = NULL;
+        r->conn = NULL;
+        if (r->worker) req_detach_worker(r, 0, NULL);
+        req_free(r);
+    }
+    c->state = CONN_CLOSING;
+    conn_schedule_flush(c);
+    conn_update_io(c);
+}
+
 /* ---- connection lifecycle ---- */
 
 static void conn_free_now(gw_conn_t *c)
@@ -1337,7 +1355,7 @@ void gw_front_on_cancel(gw_worker_t *w, const gwp_msg_t *m)
     gw_conn_t *c = r->conn;
     req_detach_worker(r, 0, NULL);   /* the worker dropped it already */
     if (!c) { req_free(r); return; }
-    if (r->resp_started) conn_close(c);
+    if (r->resp_started) conn_cut(c);
     else conn_fail(c, 502, "the application aborted the request", NULL);
 }
 
@@ -1357,7 +1375,7 @@ void gw_front_worker_lost(gw_worker_t *w)
         r->worker = NULL;
         if (!c) { req_free(r); continue; }
         if (r->resp_started) {
-            conn_close(c);        /* the client sees a truncated response */
+            conn_cut(c);          /* the client sees a truncated response */
             continue;
         }
         /* 502 for exactly this request; keep the connection only if its
