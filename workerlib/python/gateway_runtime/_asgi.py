@@ -196,6 +196,7 @@ class AsgiWorker(StreamFrames):
         self.writer_on = False
         self.drain_waiters = []
         self.state = {}
+        self.servers = {}
         self.loop = None
         self.loop_id = ""
         self.done = None
@@ -316,6 +317,11 @@ class AsgiWorker(StreamFrames):
         method, target, path, query, minor, headers, peer, server, scheme, \
             cl = st.req[3:13]
         raw = path.decode("latin-1")
+        srv = self.servers.get(server)          # few listeners: cached
+        if srv is None and server not in self.servers:
+            srv = self.servers[server] = (split_hostport(server)
+                                          if server and server != "unix"
+                                          else None)
         return {
             "type": "http",
             "asgi": ASGI_INFO,
@@ -329,8 +335,7 @@ class AsgiWorker(StreamFrames):
             "headers": codec.asgi_headers(headers),
             "client": split_hostport(peer) if peer and peer != "unix"
             else None,
-            "server": split_hostport(server) if server and server != "unix"
-            else None,
+            "server": srv,
             "state": self.state.copy(),
             "extensions": {},
         }
