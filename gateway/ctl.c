@@ -459,8 +459,8 @@ static int cmd_metrics(ctl_buf_t *b, int argc, char **argv)
 /* The one command table: `help` and gatewayctl --help list it. */
 static const ctl_cmd_t ctl_cmds[] = {
     { "status",  "[--json]",  "version, uptime, listeners, totals and one row per worker "
-                              "(pid, state, in flight, served, heartbeat age, RSS/PSS, CPU, "
-                              "age, restarts, tasks, loop)", cmd_status },
+                              "(pid, state, in flight, busy/capacity, served, heartbeat age, "
+                              "RSS/PSS, CPU, age, restarts, tasks, loop) and the zygote", cmd_status },
     { "scale",   "N|+K|-K",   "set the number of workers (new ones spawn; extra ones finish "
                               "their requests and exit)", cmd_scale },
     { "reload",  "",          "like HUP: re-read the configuration, start new workers, drain "

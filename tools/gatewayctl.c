@@ -33,8 +33,9 @@
 /* Mirrors ctl_cmds[] in gateway/ctl.c (`gatewayctl help` asks the server). */
 static const struct { const char *syn, *help; } commands[] = {
     { "status [--json]",  "version, uptime, listeners, totals and one row per worker:\n"
-                          "pid, state, in flight, served, heartbeat age, RSS/PSS,\n"
-                          "CPU time, age, restarts, background tasks, loop" },
+                          "pid, state, in flight, busy/capacity (threads), served,\n"
+                          "heartbeat age, RSS/PSS, CPU time, age, restarts,\n"
+                          "background tasks, loop; the zygote with --preload (Python)" },
     { "scale N|+K|-K",    "set the number of workers (new ones spawn; extra ones\n"
                           "finish their requests and exit)" },
     { "reload",           "like HUP: re-read the configuration, new workers, drain old ones" },
