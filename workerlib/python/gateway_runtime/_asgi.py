@@ -431,8 +431,15 @@ class AsgiWorker(StreamFrames):
             self.lifespan[3][0] = True
             return None
         if t == "lifespan.startup.failed":
-            return "lifespan startup failed: %s" % (msg.get("message") or
-                                                    "(no message)")
+            text = str(msg.get("message") or "").strip()
+            if "\n" in text:
+                # Starlette sends the whole traceback: it goes to the log,
+                # its last line (the exception) into the one-line reason.
+                sys.stderr.write("gateway_worker: lifespan startup failed:\n%s\n"
+                                 % text)
+                sys.stderr.flush()
+                text = text.splitlines()[-1].strip()
+            return "lifespan startup failed: %s" % (text or "(no message)")
         if t == "gateway.lifespan.error":
             e = msg["exc"]
             if inq.empty():
@@ -468,7 +475,10 @@ class AsgiWorker(StreamFrames):
 
     # -- running -------------------------------------------------------------------
     def heartbeat(self):
+        # background tasks: all but the requests, main() and the lifespan
         tasks = len(asyncio.all_tasks(self.loop)) - self.running - 1
+        if self.lifespan is not None and not self.lifespan[0].done():
+            tasks -= 1
         self.put(codec.heartbeat(self.served, len(self.streams),
                                  max(0, tasks), read_rss(), self.loop_id))
         self.loop.call_later(self.heartbeat_s, self.heartbeat)
