@@ -156,6 +156,61 @@ class Errors(object):
 _ERRORS = Errors()
 
 
+class Call(object):
+    """One request's start_response / write state (PEP 3333)."""
+
+    __slots__ = ("w", "st", "out", "status", "sent_bytes")
+
+    def __init__(self, w, st, out):
+        self.w = w
+        self.st = st
+        self.out = out
+        self.status = [None, None, False]   # code, headers, head sent
+        self.sent_bytes = [0]
+
+    def start_response(self, st_line, headers, exc_info=None):
+        status = self.status
+        if exc_info:
+            try:
+                if status[2]:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif status[0] is not None:
+            raise AssertionError("start_response called twice without "
+                                 "exc_info")
+        try:
+            code = int(st_line[:3])
+        except (TypeError, ValueError):
+            code = 0
+        if not 100 <= code <= 999:
+            raise ValueError("bad status %r" % (st_line,))
+        status[0] = code
+        status[1] = headers     # the codec encodes str as latin-1
+        return self.write
+
+    def send_head(self, end, body=None):
+        status = self.status
+        if status[0] is None:
+            raise AssertionError("start_response was not called")
+        st = self.st
+        if body:
+            st.credit -= len(body)
+            self.sent_bytes[0] += len(body)
+        self.out.append(codec.response(st.sid, status[0], status[1], body,
+                                       end))
+        status[2] = True
+
+    def write(self, data):
+        st = self.st
+        if st.cancelled:
+            return
+        if not self.status[2]:
+            self.send_head(False)
+        self.sent_bytes[0] += len(data)
+        self.w.send_data(st, bytes(data), False, self.out)
+
+
 class WsgiWorker(StreamFrames):
     def __init__(self, boot, app):
         self.boot = boot
@@ -336,9 +391,12 @@ class WsgiWorker(StreamFrames):
 
     def handle(self, st):
         environ = self.environ(st)
-        status = [None, None, False]   # code, headers, head sent
-        sent_bytes = [0]
         out = self.new_out()
+        c = Call(self, st, out)
+        status = c.status           # [code, headers, head sent]
+        sent_bytes = c.sent_bytes
+        send_head = c.send_head
+        start_response = c.start_response
         response = codec.response
         hooks = self.hooks
         req_obj = None
@@ -349,51 +407,22 @@ class WsgiWorker(StreamFrames):
                               r[9])
             hooks.call("pre_request", self.winfo, req_obj)
 
-        def start_response(st_line, headers, exc_info=None):
-            if exc_info:
-                try:
-                    if status[2]:
-                        raise exc_info[1].with_traceback(exc_info[2])
-                finally:
-                    exc_info = None
-            elif status[0] is not None:
-                raise AssertionError("start_response called twice without "
-                                     "exc_info")
-            try:
-                code = int(str(st_line)[:3])
-            except ValueError:
-                code = 0
-            if not 100 <= code <= 999:
-                raise ValueError("bad status %r" % (st_line,))
-            status[0] = code
-            status[1] = headers     # the codec encodes str as latin-1
-            return write
-
-        def send_head(end, body=None):
-            if status[0] is None:
-                raise AssertionError("start_response was not called")
-            if body:
-                st.credit -= len(body)
-                sent_bytes[0] += len(body)
-            out.append(response(st.sid, status[0], status[1], body, end))
-            status[2] = True
-
-        def write(data):
-            if st.cancelled:
-                return
-            if not status[2]:
-                send_head(False)
-            sent_bytes[0] += len(data)
-            self.send_data(st, bytes(data), False, out)
-
         result = None
         ok = False
         try:
             result = self.app(environ, start_response)
             fits = min(st.credit, self.max_payload - 4096)
-            if result.__class__ is list and not status[2] \
-                    and len(result) == 1 and len(result[0]) <= fits:
-                send_head(True, bytes(result[0]))
+            if result.__class__ is list and len(result) == 1 \
+                    and not status[2] and status[0] is not None \
+                    and len(result[0]) <= fits:
+                # the common case: one body that fits, one complete frame
+                body = result[0]
+                if body.__class__ is not bytes:
+                    body = bytes(body)
+                st.credit -= len(body)
+                sent_bytes[0] = len(body)
+                status[2] = True
+                out.append(response(st.sid, status[0], status[1], body, True))
             elif isinstance(result, (list, tuple)) and not status[2]:
                 body = b"".join(result)
                 if len(body) <= fits:
