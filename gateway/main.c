@@ -576,18 +576,15 @@ int main(int argc, char **argv)
         }
     }
 
-    if (gw.python && gw.cfg.preload) {
-        /* The zygote imports the app now, before anything is bound (in
-         * place of the import check): a failure is one line and exit 1,
-         * with nothing left running. It forks the workers later. */
+    if (gw.python) {
+        /* Without --preload a throwaway process checks the import first.
+         * Then the zygote starts, before anything is bound: with --preload
+         * it imports the app (in place of the check). A failure is one
+         * line and exit 1, with nothing left running. It forks the
+         * workers later. */
         char err[600];
-        if (gw_zygote_boot(err, sizeof(err)) < 0) {
-            fprintf(stderr, "gateway: %s\n", err[0] ? err : "cannot load the Python app");
-            return 1;
-        }
-    } else if (gw.python) {
-        char err[600];
-        if (probe_python(err, sizeof(err)) < 0) {
+        if ((!gw.cfg.preload && probe_python(err, sizeof(err)) < 0) ||
+            gw_zygote_boot(err, sizeof(err)) < 0) {
             fprintf(stderr, "gateway: %s\n", err[0] ? err : "cannot load the Python app");
             return 1;
         }

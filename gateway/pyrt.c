@@ -32,6 +32,7 @@ void gw_python_exec(const char *mode, int slot)
     snprintf(num, sizeof(num), "%u", gw.cfg.worker_connections);
     setenv("GATEWAY_WORKER_CONNECTIONS", num, 1);
     setenv("GATEWAY_KSM", gw.cfg.ksm ? "1" : "0", 1);
+    setenv("GATEWAY_PRELOAD", gw.cfg.preload ? "1" : "0", 1);
     if (gw.cfg.error_logfile) setenv("GATEWAY_ERROR_LOG", gw.cfg.error_logfile, 1);
     else unsetenv("GATEWAY_ERROR_LOG");
     if (gw.cfg.py_config) setenv("GATEWAY_PY_CONFIG", gw.cfg.py_config, 1);

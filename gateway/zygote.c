@@ -106,9 +106,13 @@ static const char *zy_state_name(zy_state_t s)
     return (unsigned)s <= ZY_STOPPING ? names[s] : "?";
 }
 
+/* Every Python worker is forked from a zygote: with --preload it has the
+ * app imported, without it only the runtime (the app is imported in each
+ * worker after the fork, as without preload in Gunicorn), so workers share
+ * the interpreter's pages instead of each exec'ing a fresh one. */
 int gw_zygote_enabled(void)
 {
-    return gw.python && gw.cfg.preload;
+    return gw.python;
 }
 
 int gw_zygote_ready(void)
@@ -556,8 +560,12 @@ static void zy_on_ready_msg(zygote_t *z, const zy_msg_t *m)
     if (gw.loop) ev_timer_stop(gw.loop, &z->timer);
     z->state = ZY_READY;
     failures = 0;
-    gw_info("zygote (pid %d) ready: app %s imported once%s%s%s", (int)z->pid, gw.cfg.app_spec,
-            z->iface[0] ? " (" : "", z->iface, z->iface[0] ? ")" : "");
+    if (gw.cfg.preload)
+        gw_info("zygote (pid %d) ready: app %s imported once%s%s%s", (int)z->pid,
+                gw.cfg.app_spec, z->iface[0] ? " (" : "", z->iface, z->iface[0] ? ")" : "");
+    else
+        gw_info("zygote (pid %d) ready (runtime only): each worker imports %s after the fork",
+                (int)z->pid, gw.cfg.app_spec);
 }
 
 static void zy_on_readable(struct ev_loop *loop, ev_io *io, int revents)
@@ -733,7 +741,7 @@ int gw_zygote_boot(char *err, size_t errlen)
     /* Workers are forked by the zygote's child, which exits at once: as a
      * subreaper the master inherits them and can waitpid/signal them. */
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
-        snprintf(err, errlen, "--preload: cannot become a child subreaper: %s", strerror(errno));
+        snprintf(err, errlen, "cannot become a child subreaper: %s", strerror(errno));
         return -1;
     }
     atexit(zy_atexit);

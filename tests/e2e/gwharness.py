@@ -116,6 +116,14 @@ def processes_in_group(pgid):
     return sorted(out)
 
 
+def proc_comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def children_of(pid, include_zombies=False):
     pids = set()
     try:
@@ -635,9 +643,13 @@ class Gateway:
     # ---- processes
 
     def worker_pids(self):
+        """The master's children except the Python zygote (gw-zygote)."""
         pids = children_of(self.pid)
         self.seen_pids.update(pids)
-        return pids
+        return [p for p in pids if proc_comm(p) != "gw-zygote"]
+
+    def zygote_pids(self):
+        return [p for p in children_of(self.pid) if proc_comm(p) == "gw-zygote"]
 
     def wait_workers(self, n, timeout=5.0, exclude=()):
         """Poll until the master has exactly n live children, none of them in

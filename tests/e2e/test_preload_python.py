@@ -54,7 +54,7 @@ def zygote_pid(gw):
 
 
 def zygotes(gw):
-    return [p for p in gw.worker_pids() if comm(p) == "gw-zygote"]
+    return gw.zygote_pids()
 
 
 def workers(gw):

@@ -97,6 +97,17 @@ def _fail(sock, message, code=_proto.EXIT_STARTUP):
     os._exit(code)
 
 
+def _preimport():
+    """What every worker imports anyway, loaded once here (shared pages)."""
+    import asyncio  # noqa: F401
+    import concurrent.futures  # noqa: F401
+    from . import _asgi, _wsgi  # noqa: F401
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        pass
+
+
 def fail_early(fd, message):
     """The config module failed before the zygote started: report it on the
     zygote channel like an app load failure, then exit."""
@@ -139,7 +150,13 @@ def zygote_main(fd, config):
     _set_name("gw-zygote")
     spec = os.environ.get("GATEWAY_APP", "")
     try:
-        app, iface = _main.load(spec)
+        if os.environ.get("GATEWAY_PRELOAD") == "1":
+            app, iface = _main.load(spec)
+        else:
+            # Without --preload: only the runtime, shared by the workers;
+            # each imports the app after the fork.
+            app, iface = None, ""
+            _preimport()
     except _app.AppError as e:
         _fail(sock, str(e))
     except BaseException as e:
