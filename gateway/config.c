@@ -70,7 +70,7 @@ static const opt_t options[] = {
       "(gc.freeze() first). Without it each worker loads the app after fork." },
     { "max-inflight", 0, "N", OPT_UINT, OFF(max_inflight), "100", 1, 65536,
       "Requests one worker may have in flight at once." },
-    { "prefetch-ms", 0, "MS", OPT_UINT, OFF(prefetch_ms), "2", 0, 60000,
+    { "prefetch-ms", 0, "MS", OPT_UINT, OFF(prefetch_ms), "1", 0, 60000,
       "A worker that runs a fixed number of requests at once (a Python sync worker 1, "
       "--threads N) gets more than that, up to --max-inflight, only while its recent "
       "requests took under MS on average; otherwise requests wait in the front until one "
