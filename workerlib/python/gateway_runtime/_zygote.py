@@ -21,6 +21,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 import msgpack
 
@@ -251,11 +252,13 @@ def _spawn(sock, chan_fd, slot, config, app, iface):
             # The worker waits for EOF on this pipe: the middle process is
             # gone then and getppid() is the master's pid.
             br, bw = os.pipe()
+            middle = os.getpid()
             pid = os.fork()
             if pid == 0:
                 os.close(w)
                 os.close(bw)
-                _become_worker(sock, chan_fd, slot, br, config, app, iface)
+                _become_worker(sock, chan_fd, slot, br, middle, config, app,
+                               iface)
             os.write(w, struct.pack("=i", pid))
             code = 0
         finally:
@@ -279,7 +282,7 @@ def _spawn(sock, chan_fd, slot, config, app, iface):
     return struct.unpack("=i", got)[0]
 
 
-def _become_worker(sock, chan_fd, slot, barrier, config, app, iface):
+def _become_worker(sock, chan_fd, slot, barrier, middle, config, app, iface):
     """In the worker (the grandchild). Never returns."""
     code = 1
     try:
@@ -288,6 +291,13 @@ def _become_worker(sock, chan_fd, slot, barrier, config, app, iface):
         except OSError:
             pass
         os.close(barrier)
+        # EOF comes when the middle process's files close, which the kernel
+        # does before it re-parents us: wait until the master is our parent
+        # (post_fork's server.pid, getppid() in the app).
+        for _ in range(2000):
+            if os.getppid() != middle:
+                break
+            time.sleep(0.0005)
         sock.close()                      # the zygote's channel (fd 3)
         os.dup2(chan_fd, 3)               # the worker's channel becomes fd 3
         os.close(chan_fd)
