@@ -736,5 +736,53 @@ def run_cli(args, timeout=10.0, env=None):
     return p.returncode, out.decode(errors="replace"), err.decode(errors="replace"), left
 
 
+# ---- Python apps (tests/e2e/apps): environment and side-channel files
+
+APPS = os.path.join(ROOT, "tests", "e2e", "apps")
+
+
+def env_for(test_dir=None, **extra):
+    """Environment for a gateway running a Python app from tests/e2e/apps:
+    PYTHONPATH, and GW_TEST_DIR (where the apps write side-channel files)."""
+    e = {"PYTHONPATH": APPS}
+    if test_dir is not None:
+        e["GW_TEST_DIR"] = test_dir
+    e.update(extra)
+    return e
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_lines(path, n=1, timeout=5.0):
+    return wait_until(lambda: len(read_lines(path)) >= n and read_lines(path), timeout,
+                      what="%d line(s) in %s" % (n, path))
+
+
+def read_gated_stream(gw, target, flag):
+    """GET target from an app that sends one chunk, then waits for the file
+    flag before the rest: the test creates flag only after reading the first
+    chunk, so the response passes only if chunks are not held back."""
+    seen = []
+
+    def on_chunk(data):
+        if not seen:
+            assert not os.path.exists(flag)
+            open(flag, "w").close()
+        seen.append(data)
+    c = gw.connect(timeout=5)
+    c.send(build_request("GET", target))
+    try:
+        return c.read_response(on_chunk=on_chunk), seen
+    finally:
+        open(flag, "a").close()     # never leave the app waiting
+        c.close()
+
+
 def sha256(data):
     return hashlib.sha256(data).hexdigest()

@@ -17,28 +17,9 @@ import time
 
 import pytest
 
-from gwharness import LOG_LINE, build_request, run_cli, wait_until, worker_pid
+from gwharness import (LOG_LINE, build_request, env_for, read_gated_stream, read_lines, run_cli,
+                       wait_lines, worker_pid)
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
-
-
-def env_for(d, **extra):
-    e = {"PYTHONPATH": APPS, "GW_TEST_DIR": d}
-    e.update(extra)
-    return e
-
-
-def read_lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def wait_lines(path, n=1, timeout=5.0):
-    return wait_until(lambda: len(read_lines(path)) >= n and read_lines(path), timeout,
-                      what="%d line(s) in %s" % (n, path))
 
 
 def log_time(line):
@@ -140,26 +121,12 @@ def test_asgi_streaming_response(gateway, tmp_dir):
     the app sends chunk 0, then waits for a file the test creates only
     after it has read chunk 0."""
     gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
-    flag = os.path.join(tmp_dir, "stream-go")
-    seen = []
-
-    def on_chunk(data):
-        if not seen:
-            assert not os.path.exists(flag)
-            open(flag, "w").close()
-        seen.append(data)
-    c = gw.connect(timeout=5)
-    c.send(build_request("GET", "/stream?n=4"))
-    try:
-        r = c.read_response(on_chunk=on_chunk)
-    finally:
-        open(flag, "a").close()     # never leave the app waiting
+    r, seen = read_gated_stream(gw, "/stream?n=4", os.path.join(tmp_dir, "stream-go"))
     assert r.status == 200, r
     assert (r.header("Transfer-Encoding") or "").lower() == "chunked", r.headers
     assert r.body == b"chunk 0\nchunk 1\nchunk 2\nchunk 3\n", r
     assert seen[0] == b"chunk 0\n", seen
     assert read_lines(os.path.join(tmp_dir, "stream.log")) == ["go seen True"]
-    c.close()
 
 
 def test_asgi_lifespan_once_per_worker(gateway, tmp_dir):

@@ -14,28 +14,10 @@ import os
 import subprocess
 import threading
 
-from gwharness import BUILD, build_request, wait_until
+from gwharness import BUILD, build_request, env_for, read_gated_stream, read_lines, wait_lines
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 APP = "py:fastapi_app:app"
 GATEWAYCTL = os.path.join(BUILD, "gatewayctl")
-
-
-def env_for(d):
-    return {"PYTHONPATH": APPS, "GW_TEST_DIR": d}
-
-
-def read_lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def wait_lines(path, n=1, timeout=5.0):
-    return wait_until(lambda: len(read_lines(path)) >= n and read_lines(path), timeout,
-                      what="%d line(s) in %s" % (n, path))
 
 
 def call(c, method, target, headers=(), body=None):
@@ -101,21 +83,7 @@ def test_fastapi_async_and_sync_endpoints(gateway, tmp_dir):
 
 def test_fastapi_streaming_response(gateway, tmp_dir):
     gw = gateway(APP, workers=1, env=env_for(tmp_dir))
-    flag = os.path.join(tmp_dir, "stream-go")
-    seen = []
-
-    def on_chunk(data):
-        if not seen:
-            assert not os.path.exists(flag)
-            open(flag, "w").close()
-        seen.append(data)
-    c = gw.connect(timeout=5)
-    c.send(build_request("GET", "/stream"))
-    try:
-        r = c.read_response(on_chunk=on_chunk)
-    finally:
-        open(flag, "a").close()
-        c.close()
+    r, seen = read_gated_stream(gw, "/stream", os.path.join(tmp_dir, "stream-go"))
     assert r.status == 200 and r.body == b"part 0\npart 1\npart 2\n", r
     assert r.header("Content-Type", "").startswith("text/plain"), r.headers
     assert seen[0] == b"part 0\n", seen

@@ -14,10 +14,9 @@ import subprocess
 
 import pytest
 
-from gwharness import (BUILD, children_of, fd_targets, proc_stat, run_cli, wait_until,
+from gwharness import (APPS, BUILD, fd_targets, proc_stat, run_cli, wait_until,
                        worker_pid)
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 GATEWAYCTL = os.path.join(BUILD, "gatewayctl")
 ZYGOTE_READY = re.compile(r"\] master: zygote \(pid (\d+)\) ready")
 
@@ -38,39 +37,11 @@ def read_pids(path):
         return []
 
 
-def comm(pid):
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def zygote_pid(gw):
     """The pid of the latest zygote the master reported ready."""
     pids = [int(m.group(1)) for m in map(ZYGOTE_READY.search, gw.log_lines()) if m]
     assert pids, "no 'zygote (pid N) ready' line in the log:\n" + gw.log_tail()
     return pids[-1]
-
-
-def zygotes(gw):
-    return gw.zygote_pids()
-
-
-def workers(gw):
-    """The master's children that are workers (not the zygote)."""
-    return [p for p in gw.worker_pids() if comm(p) != "gw-zygote"]
-
-
-def wait_workers(gw, n, exclude=(), timeout=10.0):
-    def ok():
-        p = workers(gw)
-        return p if len(p) == n and not set(p) & set(exclude) else None
-    try:
-        return wait_until(ok, timeout, what="%d workers (excluding %s)" % (n, list(exclude)))
-    except AssertionError as e:
-        raise AssertionError("%s; children now %s; log:\n%s"
-                             % (e, gw.worker_pids(), gw.log_tail()))
 
 
 def info_from_all(gw, pids, tries=60, path="/info"):
@@ -131,9 +102,9 @@ def test_imported_once_in_the_zygote(gateway, tmp_dir):
     env = env_for(tmp_dir)
     gw = gateway("py:preload_app:app", "--preload", "--balance", "rr", workers=3, env=env)
     z = zygote_pid(gw)
-    pids = wait_workers(gw, 3)
+    pids = gw.wait_workers(3, timeout=10.0)
     assert read_pids(env["PRELOAD_IMPORT_LOG"]) == [z], "the app must be imported exactly once"
-    assert zygotes(gw) == [z] and z not in pids
+    assert gw.zygote_pids() == [z] and z not in pids
     assert proc_stat(z)[1] == gw.pid
     infos = info_from_all(gw, pids)
     for pid in pids:
@@ -161,7 +132,7 @@ def test_preloaded_memory_is_shared(gateway, tmp_dir):
     gw = gateway("py:preload_app:app", "--preload", "--balance", "rr", workers=2,
                  env=env_for(tmp_dir, PRELOAD_BIG="1"))
     z = zygote_pid(gw)
-    pids = wait_workers(gw, 2)
+    pids = gw.wait_workers(2, timeout=10.0)
     assert rss_of(z) > 50 * 1024, "the zygote should hold the ~50 MB it built"
     for pid in pids:
         assert rss_of(pid) > 50 * 1024, (pid, rss_of(pid))
@@ -180,16 +151,16 @@ def test_killed_worker_is_forked_again_from_the_zygote(gateway, tmp_dir):
     env = env_for(tmp_dir)
     gw = gateway("py:preload_app:app", "--preload", "--balance", "rr", workers=2, env=env)
     z = zygote_pid(gw)
-    before = wait_workers(gw, 2)
+    before = gw.wait_workers(2, timeout=10.0)
     victim = before[0]
     os.kill(victim, signal.SIGKILL)
-    after = wait_workers(gw, 2, exclude=[victim])
+    after = gw.wait_workers(2, exclude=[victim], timeout=10.0)
     new = (set(after) - set(before)).pop()
     assert proc_stat(new)[1] == gw.pid
     infos = info_from_all(gw, after)
     assert infos[new]["imported_by"] == z and infos[new]["freeze_count"] > 0, infos[new]
     assert read_pids(env["PRELOAD_IMPORT_LOG"]) == [z], "a respawn must not import the app again"
-    assert zygotes(gw) == [z]
+    assert gw.zygote_pids() == [z]
 
 
 @pytest.mark.allow_log(r"zygote \(pid \d+\) killed by signal 9")
@@ -197,7 +168,7 @@ def test_killed_zygote_is_restarted_and_workers_keep_serving(gateway, tmp_dir):
     env = env_for(tmp_dir)
     gw = gateway("py:preload_app:app", "--preload", "--balance", "rr", workers=2, env=env)
     z = zygote_pid(gw)
-    pids = wait_workers(gw, 2)
+    pids = gw.wait_workers(2, timeout=10.0)
     mark = gw.log_mark()
     os.kill(z, signal.SIGKILL)
     served = 0
@@ -213,13 +184,13 @@ def test_killed_zygote_is_restarted_and_workers_keep_serving(gateway, tmp_dir):
     assert z2 != z and served >= 1
     assert proc_stat(z2)[1] == gw.pid
     assert read_pids(env["PRELOAD_IMPORT_LOG"]) == [z, z2]
-    assert workers(gw) == pids, "the workers must not be touched by the zygote's death"
+    assert gw.worker_pids() == pids, "the workers must not be touched by the zygote's death"
     # Scaling up now forks from the new zygote (TTIN, then gatewayctl scale).
     os.kill(gw.pid, signal.SIGTTIN)
-    three = wait_workers(gw, 3)
+    three = gw.wait_workers(3, timeout=10.0)
     rc, out, err = ctl(gw, "scale", "+1")
     assert rc == 0 and "3 -> 4" in out, (out, err)
-    four = wait_workers(gw, 4)
+    four = gw.wait_workers(4, timeout=10.0)
     assert set(pids) < set(three) < set(four)
     infos = info_from_all(gw, four)
     for pid in set(four) - set(pids):
@@ -227,7 +198,7 @@ def test_killed_zygote_is_restarted_and_workers_keep_serving(gateway, tmp_dir):
     assert read_pids(env["PRELOAD_IMPORT_LOG"]) == [z, z2]
     rc, out, err = ctl(gw, "scale", "2")     # back to the channels the fd check expects
     assert rc == 0, (out, err)
-    wait_workers(gw, 2)
+    gw.wait_workers(2, timeout=10.0)
 
 
 def test_hup_imports_again_in_a_new_zygote(gateway, tmp_dir):
@@ -241,18 +212,18 @@ def test_hup_imports_again_in_a_new_zygote(gateway, tmp_dir):
     env = env_for(tmp_dir, PYTHONPATH=appdir, PYTHONDONTWRITEBYTECODE="1")
     gw = gateway("py:preload_app:app", "--preload", "--balance", "rr", workers=2, env=env)
     z1 = zygote_pid(gw)
-    old = wait_workers(gw, 2)
+    old = gw.wait_workers(2, timeout=10.0)
     assert gw.get("/").header("X-Version") == "v1"
     with open(src) as f:
         code = f.read()
     with open(src, "w") as f:
         f.write(code.replace('VERSION = "v1"', 'VERSION = "v2-reloaded"'))
     os.kill(gw.pid, signal.SIGHUP)
-    new = wait_workers(gw, 2, exclude=old)
+    new = gw.wait_workers(2, exclude=old, timeout=10.0)
     z2 = zygote_pid(gw)
     assert z2 != z1
     wait_until(lambda: proc_stat(z1) is None, 5.0, what="the old zygote to exit")
-    assert zygotes(gw) == [z2]
+    assert gw.zygote_pids() == [z2]
     assert read_pids(env["PRELOAD_IMPORT_LOG"]) == [z1, z2]
     infos = info_from_all(gw, new)
     for pid in new:
@@ -276,7 +247,7 @@ def test_hup_with_broken_code_keeps_the_old_workers(gateway, tmp_dir):
     env = env_for(tmp_dir, PYTHONPATH=appdir, PYTHONDONTWRITEBYTECODE="1")
     gw = gateway("py:preload_app:app", "--preload", workers=2, env=env)
     z1 = zygote_pid(gw)
-    old = wait_workers(gw, 2)
+    old = gw.wait_workers(2, timeout=10.0)
     with open(src, "w") as f:
         f.write(good + "\nraise RuntimeError('broken deploy')\n")
     mark = gw.log_mark()
@@ -285,15 +256,15 @@ def test_hup_with_broken_code_keeps_the_old_workers(gateway, tmp_dir):
     for _ in range(10):
         r = gw.get("/")
         assert r.status == 200 and worker_pid(r) in old, r
-    assert workers(gw) == old
-    assert z1 in zygotes(gw), "the old zygote stays until a new one is ready"
+    assert gw.worker_pids() == old
+    assert z1 in gw.zygote_pids(), "the old zygote stays until a new one is ready"
     with open(src, "w") as f:
         f.write(good.replace('VERSION = "v1"', 'VERSION = "v3-fixed"'))
     os.kill(gw.pid, signal.SIGHUP)
-    new = wait_workers(gw, 2, exclude=old)
+    new = gw.wait_workers(2, exclude=old, timeout=10.0)
     z = zygote_pid(gw)
     assert z != z1
-    wait_until(lambda: zygotes(gw) == [z], 5.0, what="only the new zygote left")
+    wait_until(lambda: gw.zygote_pids() == [z], 5.0, what="only the new zygote left")
     infos = info_from_all(gw, new)
     assert all(i["version"] == "v3-fixed" for i in infos.values()), infos
 
@@ -321,7 +292,7 @@ def test_asgi_app_with_preload(gateway, tmp_dir):
     env = env_for(tmp_dir, PRELOAD_LIFESPAN_LOG=life)
     gw = gateway("py:preload_app:asgi", "--preload", "--balance", "rr", workers=2, env=env)
     z = zygote_pid(gw)
-    pids = wait_workers(gw, 2)
+    pids = gw.wait_workers(2, timeout=10.0)
     assert read_pids(env["PRELOAD_IMPORT_LOG"]) == [z]
     assert sorted(read_pids(life)) == pids, "lifespan startup runs once in each worker"
     infos = info_from_all(gw, pids)
@@ -336,7 +307,7 @@ def test_asgi_app_with_preload(gateway, tmp_dir):
 def test_stop_takes_the_zygote_along(gateway, tmp_dir, sig):
     gw = gateway("py:preload_app:app", "--preload", workers=2, env=env_for(tmp_dir))
     z = zygote_pid(gw)
-    pids = wait_workers(gw, 2)
+    pids = gw.wait_workers(2, timeout=10.0)
     assert gw.stop(sig) == 0
     assert gw.problems == [], gw.problems
     for p in [z] + pids:
@@ -350,7 +321,7 @@ def test_ksm_marks_the_zygote_and_its_workers_mergeable(gateway, tmp_dir):
         pytest.skip("this kernel has no PR_SET_MEMORY_MERGE")
     gw = gateway("py:preload_app:app", "--preload", "--ksm", "--balance", "rr", workers=2,
                  env=env_for(tmp_dir))
-    pids = wait_workers(gw, 2)
+    pids = gw.wait_workers(2, timeout=10.0)
     infos = info_from_all(gw, pids)
     assert all(i["ksm"] == 1 for i in infos.values()), infos
     try:
@@ -386,7 +357,7 @@ def test_error_log_reaches_zygote_workers(gateway, tmp_dir):
     wait_until(lambda: "logs reopened" in read(), 3, what="the new error log")
     assert worker_pid(gw.get("/")) == pid, "USR1 must not cost the worker"
     os.kill(gw.pid, signal.SIGTTIN)        # a worker forked after the rotation
-    new = wait_workers(gw, 2, timeout=10)
+    new = gw.wait_workers(2, timeout=10)
     other = (set(new) - {pid}).pop()
     for _ in range(40):
         if worker_pid(gw.get("/stderr")) == other:
@@ -394,5 +365,5 @@ def test_error_log_reaches_zygote_workers(gateway, tmp_dir):
     wait_until(lambda: "preload_app stderr from %d" % other in read(), 3,
                what="the new worker's stderr line in the reopened log")
     os.kill(gw.pid, signal.SIGTTOU)
-    wait_workers(gw, 1)
+    gw.wait_workers(1, timeout=10.0)
     assert "preload_app stderr" not in gw.log_text(), "nothing may go to the old stderr"

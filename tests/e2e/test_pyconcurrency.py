@@ -9,10 +9,9 @@ import subprocess
 import threading
 import time
 
-from gwharness import GATEWAY, worker_pid
+from gwharness import GATEWAY, env_for, worker_pid
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
-ENV = {"PYTHONPATH": APPS}
+ENV = env_for()
 CTL = os.path.join(os.path.dirname(GATEWAY), "gatewayctl")
 
 

@@ -16,25 +16,11 @@ import time
 
 import pytest
 
-from gwharness import LOG_LINE, build_request, run_cli, wait_until, worker_pid
+from gwharness import (APPS, LOG_LINE, build_request, env_for, read_lines, run_cli,
+                       wait_until, worker_pid)
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 PYCONF = os.path.join(APPS, "pyconf_hooks.py")
 SPEC = {"wsgi": "hooks_app:app", "asgi": "hooks_app:asgi_app"}
-
-
-def env_for(d, **extra):
-    e = {"PYTHONPATH": APPS, "GW_TEST_DIR": d}
-    e.update(extra)
-    return e
-
-
-def read_lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def registry(d):

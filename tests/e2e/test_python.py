@@ -5,12 +5,10 @@ exec Debian's /usr/bin/python3 and speak PROTOCOL.md on fd 3.
 import hashlib
 import os
 import subprocess
-import threading
 
-from gwharness import GATEWAY, build_request, wait_until, worker_pid
+from gwharness import GATEWAY, build_request, env_for, worker_pid
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
-ENV = {"PYTHONPATH": APPS}
+ENV = env_for()
 
 
 def test_wsgi_hello_two_workers(gateway):

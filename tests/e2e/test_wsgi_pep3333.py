@@ -17,27 +17,9 @@ import random
 
 import pytest
 
-from gwharness import build_request, wait_until
+from gwharness import build_request, env_for, read_gated_stream, read_lines, wait_lines
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 APP = "py:pep3333_app:app"
-
-
-def env_for(d):
-    return {"PYTHONPATH": APPS, "GW_TEST_DIR": d}
-
-
-def read_lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def wait_lines(path, n=1, timeout=5.0):
-    return wait_until(lambda: len(read_lines(path)) >= n and read_lines(path), timeout,
-                      what="%d line(s) in %s" % (n, path))
 
 
 def chunked(data, sizes):
@@ -296,21 +278,7 @@ def test_generator_streamed_chunk_by_chunk(gateway, tmp_dir):
     the client before the app produces the next one. The app yields chunk
     0, then waits for a file the test creates after reading chunk 0."""
     gw = gateway(APP, workers=1, env=env_for(tmp_dir))
-    flag = os.path.join(tmp_dir, "stream-go")
-    seen = []
-
-    def on_chunk(data):
-        if not seen:
-            assert not os.path.exists(flag)
-            open(flag, "w").close()
-        seen.append(data)
-    c = gw.connect(timeout=5)
-    c.send(build_request("GET", "/stream-wait"))
-    try:
-        r = c.read_response(on_chunk=on_chunk)
-    finally:
-        open(flag, "a").close()     # never leave the app waiting
-        c.close()
+    r, seen = read_gated_stream(gw, "/stream-wait", os.path.join(tmp_dir, "stream-go"))
     assert r.status == 200 and r.body == b"chunk 0\nchunk 1\nchunk 2\n", r
     assert (r.header("Transfer-Encoding") or "").lower() == "chunked", r.headers
     assert seen[0] == b"chunk 0\n", seen
