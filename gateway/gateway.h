@@ -271,9 +271,9 @@ extern gw_master_t gw;
 /* Ask the master to exit with code (after cleanup). */
 void gw_master_fatal(int code);
 
-/* pyrt.c: exec the Python runtime in MODE ("worker", "zygote", "check") with
+/* pyrt.c: exec the Python runtime in MODE ("zygote", "check") with
  * the settings in its environment; the channel (if any) must be on fd 3.
  * Never returns. */
-void gw_python_exec(const char *mode, int slot) __attribute__((noreturn));
+void gw_python_exec(const char *mode) __attribute__((noreturn));
 
 #endif /* GW_GATEWAY_H */

@@ -425,7 +425,7 @@ static int probe_python(char *err, size_t errlen)
             dup2(devnull, STDOUT_FILENO);
             dup2(devnull, 3);          /* no channel in check mode */
         }
-        gw_python_exec("check", -1);
+        gw_python_exec("check");
     }
     close(p[1]);
     int st;

@@ -1,7 +1,8 @@
 /*
  * pyrt.c - how the master starts the Python runtime (workerlib/python/).
  * One place for the environment the runtime reads and the exec itself, used
- * for workers, the zygote (--preload) and the start-up import check.
+ * for the zygote (every Python worker is forked from it, see zygote.c) and
+ * the start-up import check.
  */
 #include "gateway.h"
 
@@ -15,13 +16,11 @@
 
 #define PY_ENTRY GW_SOURCE_DIR "/workerlib/python/gateway_worker.py"
 
-void gw_python_exec(const char *mode, int slot)
+void gw_python_exec(const char *mode)
 {
     char num[32];
     setenv("GATEWAY_MODE", mode, 1);
     setenv("GATEWAY_CHANNEL_FD", "3", 1);
-    snprintf(num, sizeof(num), "%d", slot);
-    setenv("GATEWAY_WORKER_SLOT", num, 1);
     setenv("GATEWAY_APP", gw.cfg.app_spec, 1);
     setenv("GATEWAY_INTERFACE", gw.cfg.interface ? gw.cfg.interface : "auto", 1);
     if (gw.cfg.pythonpath) setenv("GATEWAY_PYTHONPATH", gw.cfg.pythonpath, 1);

@@ -366,7 +366,6 @@ static void child_main(gw_worker_t *w, int fd)
     snprintf(role, sizeof(role), "worker %d", w->slot);
     snprintf(comm, sizeof(comm), "gw-worker-%d", w->slot);
     gw_child_setup(fd, role, comm, w->slot);
-    if (gw.python) gw_python_exec("worker", w->slot);   /* same protocol on fd 3 */
     gwl__worker_opts_t o = { .slot = w->slot, .app_path = gw.cfg.app_path,
                              .app_symbol = gw.cfg.app_symbol };
     gwl_app_t *app = gw.app ? (gwl_app_t *)gw.app : gwl__app_create();
@@ -671,6 +670,18 @@ static unsigned wanted_count(void)
     return n;
 }
 
+/* The slot should no longer run a process: a pending respawn is dropped; a
+ * running worker is the caller's to retire, or to keep serving until its
+ * replacement is ready (reload). */
+static void slot_unwant(gw_worker_t *w)
+{
+    w->wanted = 0;
+    if (w->state == GW_WORKER_BACKOFF) {
+        ev_timer_stop(gw.loop, &w->timer);
+        w->state = GW_WORKER_EMPTY;
+    }
+}
+
 unsigned gw_supervisor_scale(unsigned n)
 {
     if (n < 1) n = 1;
@@ -685,13 +696,8 @@ unsigned gw_supervisor_scale(unsigned n)
     for (unsigned i = gw.nworkers; i-- > 0 && wanted_count() > n;) {
         gw_worker_t *w = &gw.workers[i];
         if (!w->wanted) continue;
-        w->wanted = 0;
-        if (w->state == GW_WORKER_BACKOFF) {
-            ev_timer_stop(gw.loop, &w->timer);
-            w->state = GW_WORKER_EMPTY;
-        } else if (w->pid > 0) {
-            gw_worker_retire(w, "scaled down");
-        }
+        slot_unwant(w);
+        if (w->pid > 0) gw_worker_retire(w, "scaled down");
     }
     trim_slots();
     return gw.target_workers;
@@ -709,12 +715,7 @@ void gw_supervisor_reload(unsigned workers)
     /* The current workers keep serving until their replacements are READY. */
     for (unsigned i = 0; i < gw.nworkers; i++) {
         gw_worker_t *w = &gw.workers[i];
-        if (!w->wanted) continue;
-        w->wanted = 0;
-        if (w->state == GW_WORKER_BACKOFF) {
-            ev_timer_stop(gw.loop, &w->timer);
-            w->state = GW_WORKER_EMPTY;
-        }
+        if (w->wanted) slot_unwant(w);
     }
     gw.target_workers = workers;
     for (unsigned k = 0; k < workers; k++)

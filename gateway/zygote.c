@@ -479,7 +479,7 @@ static int zy_fork(zygote_t *z, char *err, size_t errlen)
     if (pid == 0) {
         close(sv[0]);
         gw_child_setup(sv[1], "zygote", "gw-zygote", -1);
-        gw_python_exec("zygote", -1);
+        gw_python_exec("zygote");
     }
     close(sv[1]);
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);

@@ -171,26 +171,11 @@ class AStream(object):
 
 class AsgiWorker(StreamFrames):
     def __init__(self, boot, app):
-        self.boot = boot
-        self.sock = boot.sock
-        self.enc = boot.enc
-        self.out = boot.enc.out
-        self.app = app
-        self.window = boot.window
-        self.max_payload = boot.enc.max_payload
-        self.heartbeat_s = boot.heartbeat_s
-        self.slot = boot.slot
-        self.hooks = boot.config
-        self.winfo = boot.winfo
-        self.served = 0
-        self.streams = {}
+        StreamFrames.__init__(self, boot, app)
         self.running = 0
         self.pending_reqs = collections.deque()
         self.limit = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000")
                          or 1000)
-        self.last_sid = 0
-        self.quitting = False
-        self.rbuf = boot.rbuf
         self.wbuf = b""
         self.flush_scheduled = False
         self.writer_on = False
@@ -201,7 +186,6 @@ class AsgiWorker(StreamFrames):
         self.loop_id = ""
         self.done = None
         self.lifespan = None
-        self._on_frame = self.on_frame
         self.fd = self.sock.fileno() if self.sock is not None else -1
 
     @property
@@ -271,10 +255,8 @@ class AsgiWorker(StreamFrames):
             self.channel_closed()
             return
         self.rbuf += data
-        on_frame = self._on_frame
         try:
-            for fr in codec.decode(self.rbuf, Malformed):
-                on_frame(fr)
+            self.take_input()
         except Malformed as e:
             sys.stderr.write("gateway_worker: malformed frame: %s\n" % e)
             sys.stderr.flush()
@@ -505,7 +487,7 @@ class AsgiWorker(StreamFrames):
             except Exception:
                 pass
         self.done = loop.create_future()
-        err = await self.boot.run_startup_hooks(loop)
+        err = await self.boot.run_startup_hooks()
         if err is None:
             err = await self.lifespan_startup()
         if err is not None:
@@ -514,13 +496,11 @@ class AsgiWorker(StreamFrames):
         loop.add_reader(self.fd, self.on_readable)
         if self.heartbeat_s > 0:
             loop.call_later(self.heartbeat_s, self.heartbeat)
-        if self.rbuf:
-            for fr in codec.decode(self.rbuf, Malformed):
-                self.on_frame(fr)
+        self.take_input()           # frames that came with HELLO
         await self.done
         loop.remove_reader(self.fd)
         await self.lifespan_shutdown(10.0)
-        await self.boot.run_shutdown_hooks(loop)
+        await self.boot.run_shutdown_hooks()
         self.flush()
         while self.wbuf:
             await self.drained()

@@ -8,8 +8,6 @@ Two sources, both run in the worker process:
   post_request and worker_exit are called at Gunicorn's moments.
 """
 
-import asyncio
-import inspect
 import logging
 import os
 import runpy
@@ -127,20 +125,5 @@ class Config(object):
             fn(*args)
 
 
-def run_sync_or_async(fn, loop=None):
-    """Run a registry hook: plain functions are called, coroutine functions
-    are run to completion on `loop` (the ASGI worker's) or a fresh one."""
-    if inspect.iscoroutinefunction(fn):
-        if loop is not None:
-            return fn()             # caller awaits it
-        return asyncio.run(fn())
-    r = fn()
-    if inspect.isawaitable(r):
-        if loop is not None:
-            return r
-        return asyncio.run(_await(r))
-    return None
-
-
-async def _await(aw):
+async def await_it(aw):
     return await aw

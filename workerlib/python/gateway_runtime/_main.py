@@ -9,6 +9,8 @@ starts it). GATEWAY_MODE selects what this process is:
           workers on the master's request (see _zygote.py).
 """
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -92,57 +94,66 @@ class Boot(object):
             else _send_all_nonblocking(self.sock, self.enc.take())
 
     # -- hooks -----------------------------------------------------------------------
-    def run_startup_hooks_sync(self):
-        """Registry startup hooks then post_worker_init; returns an error
-        line or None."""
+    # The registry's hooks and post_worker_init, in order. A WSGI worker
+    # runs them directly (an async hook gets its own asyncio.run); an ASGI
+    # worker awaits them on its loop. Startup stops at the first failure
+    # and returns its one line; shutdown logs failures and goes on.
+    def _startup_steps(self):
         for fn in list(_hooks.startup_hooks):
-            try:
-                _hooks.run_sync_or_async(fn)
-            except Exception as e:
-                traceback.print_exc()
-                return "startup hook %s raised %s: %s" % (
-                    getattr(fn, "__qualname__", fn), type(e).__name__, e)
-        try:
-            self.config.call_fatal("post_worker_init", self.winfo)
-        except Exception as e:
-            traceback.print_exc()
-            return "post_worker_init raised %s: %s" % (type(e).__name__, e)
-        return None
+            yield "startup hook %s" % getattr(fn, "__qualname__", fn), fn
+        yield "post_worker_init", lambda: self.config.call_fatal(
+            "post_worker_init", self.winfo)
 
-    async def run_startup_hooks(self, loop):
-        for fn in list(_hooks.startup_hooks):
-            try:
-                r = _hooks.run_sync_or_async(fn, loop)
-                if r is not None:
-                    await r
-            except Exception as e:
-                traceback.print_exc()
-                return "startup hook %s raised %s: %s" % (
-                    getattr(fn, "__qualname__", fn), type(e).__name__, e)
-        try:
-            self.config.call_fatal("post_worker_init", self.winfo)
-        except Exception as e:
-            traceback.print_exc()
-            return "post_worker_init raised %s: %s" % (type(e).__name__, e)
-        return None
+    def _shutdown_steps(self):
+        for fn in list(_hooks.shutdown_hooks):
+            yield "shutdown hook %s" % getattr(fn, "__qualname__", fn), fn
+
+    def run_startup_hooks_sync(self):
+        return _run_steps_sync(self._startup_steps(), True)
 
     def run_shutdown_hooks_sync(self):
-        for fn in list(_hooks.shutdown_hooks):
-            try:
-                _hooks.run_sync_or_async(fn)
-            except Exception:
-                sys.stderr.write("gateway_worker: shutdown hook raised:\n")
-                traceback.print_exc()
+        _run_steps_sync(self._shutdown_steps(), False)
 
-    async def run_shutdown_hooks(self, loop):
-        for fn in list(_hooks.shutdown_hooks):
-            try:
-                r = _hooks.run_sync_or_async(fn, loop)
-                if r is not None:
-                    await r
-            except Exception:
-                sys.stderr.write("gateway_worker: shutdown hook raised:\n")
-                traceback.print_exc()
+    async def run_startup_hooks(self):
+        return await _run_steps(self._startup_steps(), True)
+
+    async def run_shutdown_hooks(self):
+        await _run_steps(self._shutdown_steps(), False)
+
+
+def _step_failed(what, e, fatal):
+    if fatal:
+        traceback.print_exc()
+        return "%s raised %s: %s" % (what, type(e).__name__, e)
+    sys.stderr.write("gateway_worker: %s raised:\n" % what)
+    traceback.print_exc()
+    return None
+
+
+def _run_steps_sync(steps, fatal):
+    for what, fn in steps:
+        try:
+            r = fn()
+            if inspect.isawaitable(r):
+                asyncio.run(_hooks.await_it(r))
+        except Exception as e:
+            err = _step_failed(what, e, fatal)
+            if fatal:
+                return err
+    return None
+
+
+async def _run_steps(steps, fatal):
+    for what, fn in steps:
+        try:
+            r = fn()
+            if inspect.isawaitable(r):
+                await r
+        except Exception as e:
+            err = _step_failed(what, e, fatal)
+            if fatal:
+                return err
+    return None
 
 
 def _send_all_nonblocking(sock, data):

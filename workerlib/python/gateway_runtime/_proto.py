@@ -62,12 +62,20 @@ def one_line(s, limit=900):
 _unpackb = msgpack.unpackb
 
 
-def split_hostport(addr):
-    """"ip:port", "[ip6]:port" or "unix" -> (host, port-int-or-None)."""
+def split_addr(addr):
+    """"ip:port", "[ip6]:port" or "unix" -> (host, port), as text; the
+    host keeps its brackets, port is "" when there is none."""
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        return addr.strip("[]"), None
-    return host.strip("[]"), int(port)
+    if not sep:
+        return addr, ""
+    return host, port
+
+
+def split_hostport(addr):
+    """The same as (host without brackets, port as int or None): ASGI's
+    client and server."""
+    host, port = split_addr(addr)
+    return host.strip("[]"), int(port) if port.isdigit() else None
 
 
 class Encoder(object):
@@ -133,10 +141,34 @@ def read_rss(pagesize=[0]):
 class StreamFrames(object):
     """What every worker does with the master's frames (PROTOCOL.md sections
     6 and 8): stream ids, body data within the window, credit, cancels,
-    QUIT. A worker class provides streams, last_sid, window, hooks, winfo,
-    boot, and on_request(sid, frame), on_progress(st), on_cancel(st,
-    reason) and quit(). A stream has body, buffered, unreturned, credit,
-    req_ended, cancelled and done."""
+    QUIT, and the state a worker shares with its Boot. A worker class
+    provides on_request(sid, frame), on_progress(st), on_cancel(st, reason)
+    and quit(). A stream has body, buffered, unreturned, credit, req_ended,
+    cancelled and done."""
+
+    def __init__(self, boot, app):
+        self.boot = boot
+        self.sock = boot.sock
+        self.enc = boot.enc
+        self.out = boot.enc.out     # frames for the next write
+        self.app = app
+        self.window = boot.window
+        self.max_payload = boot.enc.max_payload
+        self.heartbeat_s = boot.heartbeat_s
+        self.slot = boot.slot
+        self.hooks = boot.config
+        self.winfo = boot.winfo
+        self.rbuf = boot.rbuf       # channel bytes not yet decoded
+        self.served = 0
+        self.streams = {}
+        self.last_sid = 0
+        self.quitting = False
+
+    def take_input(self):
+        """Handle every whole frame in rbuf."""
+        on_frame = self.on_frame
+        for fr in codec.decode(self.rbuf, Malformed):
+            on_frame(fr)
 
     def on_frame(self, fr):
         ftype = fr[0]
@@ -281,20 +313,13 @@ def _request_fields(m):
             as_text(m.get("scheme", "http")), cl)
 
 
-def _split(addr):
-    host, sep, port = addr.rpartition(":")
-    if not sep:
-        return addr, ""
-    return host, port
-
-
 def environ(req, base):
     """PEP 3333 environ for a REQUEST tuple (decode's, fields 3..12)."""
     method, target, path, query, minor, headers, peer, server, scheme, \
         cl = req[3:13]
     env = base.copy()
-    host, port = _split(server)
-    phost, pport = _split(peer)
+    host, port = split_addr(server)
+    phost, pport = split_addr(peer)
     env["REQUEST_METHOD"] = method
     env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path
                         else path).decode("latin-1")

@@ -213,27 +213,11 @@ class Call(object):
 
 class WsgiWorker(StreamFrames):
     def __init__(self, boot, app):
-        self.boot = boot
-        self.sock = boot.sock
-        self.enc = boot.enc
-        self.out = boot.enc.out
-        self.app = app
-        self.window = boot.window
-        self.max_payload = boot.enc.max_payload
-        self.heartbeat_s = boot.heartbeat_s
+        StreamFrames.__init__(self, boot, app)
         self.next_hb = None
-        self.slot = boot.slot
-        self.served = 0
-        self.streams = {}
         self.queue = []
-        self.last_sid = 0
-        self.quitting = False
         self.idle = False
-        self.rbuf = boot.rbuf
         self.loop_id = "python-wsgi:%d" % os.getpid()
-        self.hooks = boot.config
-        self.winfo = boot.winfo
-        self._on_frame = self.on_frame
         self.base_env = {
             "SCRIPT_NAME": "",
             "wsgi.version": (1, 0),
@@ -282,9 +266,7 @@ class WsgiWorker(StreamFrames):
         if not data:
             raise ChannelClosed()
         self.rbuf += data
-        on_frame = self._on_frame
-        for fr in codec.decode(self.rbuf, Malformed):
-            on_frame(fr)
+        self.take_input()
 
     def heartbeat(self):
         self.out.append(codec.heartbeat(self.served, len(self.streams), 0,
@@ -300,33 +282,47 @@ class WsgiWorker(StreamFrames):
         self.quitting = True
 
     # -- main loop ---------------------------------------------------------------
+    quit_poll = None            # read timeout while quitting (threads: poll)
+
     def run(self):
         if self.heartbeat_s > 0:
             self.next_hb = time.monotonic() + self.heartbeat_s
-        if self.rbuf:
-            for fr in codec.decode(self.rbuf, Malformed):
-                self.on_frame(fr)
+        self.take_input()           # frames that came with HELLO
         queue = self.queue
         try:
             while True:
                 while queue:
                     st = queue.pop(0)
                     if not st.cancelled:
-                        self.handle(st)
-                if self.quitting and not self.streams:
+                        self.start(st)
+                if self.quitting and self.all_done():
                     self.flush()
-                    return 0
+                    break
                 self.idle = True
                 try:
-                    self.read_some(None)
+                    self.read_some(self.quit_poll if self.quitting else None)
                 finally:
                     self.idle = False
         except Quit:
-            try:
-                self.flush()
-            except Exception:
-                pass
-            return 0
+            self.finish_after_term()
+        self.close()
+        return 0
+
+    def start(self, st):
+        self.handle(st)
+
+    def all_done(self):
+        return not self.streams
+
+    def finish_after_term(self):
+        """TERM while idle: the current requests are done (sync)."""
+        try:
+            self.flush()
+        except Exception:
+            pass
+
+    def close(self):
+        pass
 
     # -- one request -------------------------------------------------------------
     def take_body(self, st):
@@ -539,7 +535,6 @@ class ThreadedWsgiWorker(WsgiWorker):
         self.wlock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=nthreads,
                                        thread_name_prefix="gw-wsgi")
-        self.busy = 0
         self.loop_id = "python-%s:%d" % (kind, os.getpid())
         self.base_env["wsgi.multithread"] = True
 
@@ -573,7 +568,6 @@ class ThreadedWsgiWorker(WsgiWorker):
             st.done = True
             self.streams.pop(st.sid, None)
             self.served += 1
-            self.busy -= 1
             self.cv.notify_all()
 
     def take_body(self, st):
@@ -617,37 +611,22 @@ class ThreadedWsgiWorker(WsgiWorker):
         except Exception:
             traceback.print_exc()
 
-    def run(self):
-        if self.heartbeat_s > 0:
-            self.next_hb = time.monotonic() + self.heartbeat_s
-        if self.rbuf:
-            for fr in codec.decode(self.rbuf, Malformed):
-                self.on_frame(fr)
-        queue = self.queue
-        try:
-            while True:
-                while queue:
-                    st = queue.pop(0)
-                    if not st.cancelled:
-                        with self.lock:
-                            self.busy += 1
-                        self.pool.submit(self.run_one, st)
-                with self.lock:
-                    idle = not self.streams
-                if self.quitting and idle:
-                    self.flush()
-                    break
-                self.idle = True
-                try:
-                    self.read_some(None if not self.quitting else 0.05)
-                finally:
-                    self.idle = False
-        except Quit:
-            # TERM while idle: finish what the threads are running
-            self.quitting = True
-            with self.cv:
-                while self.streams:
-                    self.cv.wait(0.1)
-            self.flush()
+    quit_poll = 0.05
+
+    def start(self, st):
+        self.pool.submit(self.run_one, st)
+
+    def all_done(self):
+        with self.lock:
+            return not self.streams
+
+    def finish_after_term(self):
+        """TERM while idle: finish what the threads are running."""
+        self.quitting = True
+        with self.cv:
+            while self.streams:
+                self.cv.wait(0.1)
+        self.flush()
+
+    def close(self):
         self.pool.shutdown(wait=True)
-        return 0
