@@ -60,25 +60,12 @@ mkdir -p "$OUTDIR/wrk" "$OUTDIR/logs" "$OUTDIR/info"
 
 declare -A PID=()   # server name -> pid (== pgid)
 
-group_pids() { ps -eo pid=,pgid= | awk -v g="$1" '$2==g {print $1}'; }
+. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group
 
 stop_server() {   # name
-    local name=$1 pid=${PID[$1]:-} i rc
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 1 150); do   # up to 15 s
-        [ -z "$(group_pids "$pid")" ] && break
-        sleep 0.1
-    done
-    if [ -n "$(group_pids "$pid")" ]; then
-        echo "  [warn] $name: process group $pid still alive 15 s after SIGTERM; SIGKILL to group $pid" | tee -a "$OUTDIR/problems.txt" >&2
-        ps -o pid,ppid,pgid,stat,args -g "$pid" >> "$OUTDIR/problems.txt" 2>/dev/null
-        kill -KILL -- "-$pid" 2>/dev/null
-        sleep 0.5
-    fi
-    wait "$pid" 2>/dev/null; rc=$?
-    echo "$name exit status after SIGTERM: $rc" >> "$OUTDIR/info/exit.txt"
-    unset "PID[$name]"
+    [ -n "${PID[$1]:-}" ] || return 0
+    stop_group "${PID[$1]}" "$1"
+    unset "PID[$1]"
 }
 
 cleanup() {
@@ -110,14 +97,6 @@ start_server() {   # name port cmd...
     fi
     local pgid; pgid=$(ps -o pgid= -p "${PID[$name]}" | tr -d ' ')
     [ "$pgid" = "${PID[$name]}" ] || die "$name: pid ${PID[$name]} is not its own process group ($pgid)"
-}
-
-grp_ticks() {   # utime+stime (clock ticks) summed over the live processes of group $1
-    local t=0 p v
-    for p in $(group_pids "$1"); do
-        v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v))
-    done
-    echo "$t"
 }
 
 cpu_busy() { awk '$1=="cpu" {print $2+$3+$4+$7+$8}' /proc/stat; }   # user+nice+system+irq+softirq, all CPUs

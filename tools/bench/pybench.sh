@@ -139,25 +139,12 @@ mkdir -p "$OUTDIR/wrk" "$OUTDIR/logs" "$OUTDIR/info"
 : > "$OUTDIR/problems.txt"
 
 declare -A PID=()   # case -> pid (== pgid) of a running server
-group_pids() { ps -eo pid=,pgid= | awk -v g="$1" '$2==g {print $1}'; }
+. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group
 
 stop_server() {   # name
-    local name=$1 pid=${PID[$1]:-} i rc
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 1 150); do   # up to 15 s
-        [ -z "$(group_pids "$pid")" ] && break
-        sleep 0.1
-    done
-    if [ -n "$(group_pids "$pid")" ]; then
-        echo "  [warn] $name: process group $pid still alive 15 s after SIGTERM; SIGKILL to group $pid" | tee -a "$OUTDIR/problems.txt" >&2
-        ps -o pid,ppid,pgid,stat,args -g "$pid" >> "$OUTDIR/problems.txt" 2>/dev/null
-        kill -KILL -- "-$pid" 2>/dev/null
-        sleep 0.5
-    fi
-    wait "$pid" 2>/dev/null; rc=$?
-    echo "$name exit status after SIGTERM: $rc" >> "$OUTDIR/info/exit.txt"
-    unset "PID[$name]"
+    [ -n "${PID[$1]:-}" ] || return 0
+    stop_group "${PID[$1]}" "$1"
+    unset "PID[$1]"
 }
 
 cleanup() {
@@ -227,13 +214,6 @@ describe_case() {   # after every server had time to boot all of its workers
     printf '  %-26s up: pid %-7s %s processes, keep-alive %s\n' "$name" "${PID[$name]}" "$nprocs" "$ka"
 }
 
-grp_ticks() {   # utime+stime (clock ticks) summed over the live processes of group $1
-    local t=0 p v
-    for p in $(group_pids "$1"); do
-        v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v))
-    done
-    echo "$t"
-}
 # Machine-wide ticks, all CPUs. Task utime+stime leave out irq/softirq time (loopback TCP is
 # mostly softirq), so "other" = user+nice+system - server - wrk; softirq is reported on its own.
 cpu_busy() { awk '$1=="cpu" {print $2+$3+$4}' /proc/stat; }   # user+nice+system

@@ -307,24 +307,11 @@ mkdir -p "$OUTDIR/wrk" "$OUTDIR/logs" "$OUTDIR/info" "$OUTDIR/smaps"
 
 SERVER_PID=""     # pid (== pgid) of the running server, if any
 SERVER_NAME=""
-group_pids() { ps -eo pid=,pgid= | awk -v g="$1" '$2==g {print $1}'; }
+. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group
 
 stop_server() {
-    local pid=$SERVER_PID name=$SERVER_NAME rc
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 150); do   # up to 15 s
-        [ -z "$(group_pids "$pid")" ] && break
-        sleep 0.1
-    done
-    if [ -n "$(group_pids "$pid")" ]; then
-        echo "  [warn] $name: process group $pid still alive 15 s after SIGTERM; SIGKILL to group $pid" | tee -a "$OUTDIR/problems.txt" >&2
-        ps -o pid,ppid,pgid,stat,args -g "$pid" >> "$OUTDIR/problems.txt" 2>/dev/null
-        kill -KILL -- "-$pid" 2>/dev/null
-        sleep 0.5
-    fi
-    wait "$pid" 2>/dev/null; rc=$?
-    echo "$name exit status after SIGTERM: $rc" >> "$OUTDIR/info/exit.txt"
+    [ -n "$SERVER_PID" ] || return 0
+    stop_group "$SERVER_PID" "$SERVER_NAME"
     SERVER_PID=""; SERVER_NAME=""
 }
 
@@ -364,13 +351,6 @@ idle_busy=$(( (q1 - q0) * 100 / (2 * TCK) ))
 echo "# machine busy before start: ${idle_busy}% of one core" | tee -a "$OUTDIR/info/run.txt"
 [ "$idle_busy" -gt 10 ] && echo "pyconc: warning: the machine is not quiet (${idle_busy}% of a core busy); results will be noisy" | tee -a "$OUTDIR/info/run.txt" >&2
 
-grp_ticks() {   # utime+stime (clock ticks) summed over the live processes of group $1
-    local t=0 p v
-    for p in $(group_pids "$1"); do
-        v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null) && t=$((t + v))
-    done
-    echo "$t"
-}
 
 # pss_mib PGID FILE LABEL -> per-process smaps_rollup lines appended to FILE; prints PSS MiB
 pss_mib() {

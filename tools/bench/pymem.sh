@@ -78,16 +78,9 @@ mkdir -p "$OUTDIR"
 
 SERVER_PID=""
 KSM_SAVED=""   # "run pages_to_scan sleep_millisecs" before we touched them
-group_pids() { ps -eo pid=,pgid= | awk -v g="$1" '$2==g {print $1}'; }
-stop_server() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 1 300); do [ -z "$(group_pids "$pid")" ] && break; sleep 0.1; done
-    if [ -n "$(group_pids "$pid")" ]; then
-        echo "  [warn] group $pid alive 30 s after SIGTERM; SIGKILL to group $pid" | tee -a "$OUTDIR/problems.txt" >&2
-        kill -KILL -- "-$pid" 2>/dev/null; sleep 0.5
-    fi
-    wait "$pid" 2>/dev/null
+. "$HERE/lib.sh"   # group_pids, stop_group
+stop_server() {   # pid (30 s: a 200 MB heap takes a while to exit)
+    stop_group "$1" "server $1" 30
     SERVER_PID=""
 }
 ksm_restore() {
