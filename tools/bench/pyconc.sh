@@ -62,8 +62,10 @@ die() { echo "pyconc: $*" >&2; exit 1; }
 # ---------------------------------------------------------------------------------------------
 # The summary (also: pyconc.sh --summarize OUTDIR). Reads runs.tsv, mem.tsv and info/run.txt.
 summarize() {
-"$PY" - "$1" <<'PYEOF'
-import csv, os, statistics, sys
+BENCH_DIR="$HERE" "$PY" - "$1" <<'PYEOF'
+import csv, os, sys
+sys.path.insert(0, os.environ["BENCH_DIR"])
+from summarize import med, num   # tools/bench/summarize.py
 out = sys.argv[1]
 runs = list(csv.DictReader(open(os.path.join(out, "runs.tsv")), delimiter="\t"))
 mem = list(csv.DictReader(open(os.path.join(out, "mem.tsv")), delimiter="\t"))
@@ -75,16 +77,6 @@ SRV = ["gateway", "gunicorn", "uvicorn"]
 SRVLABEL = {("asgi_w2", "gunicorn"): "gunicorn+UvicornWorker", ("asgi_w2", "uvicorn"): "uvicorn --workers 2"}
 APPTITLE = {"io": "I/O-bound app: 20 ms wait per request (io_app.py / io_asgi.py)",
             "cpu": "CPU-bound app: ~2 ms pure Python per request (cpu_app.py / cpu_asgi.py)"}
-
-def num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
 
 concs = []
 for r in runs:

@@ -9,8 +9,9 @@
                                                left out (keyed by pid: a kworker's comm changes)
 """
 import csv
-import statistics
 import sys
+
+from summarize import med, num, proc_snap  # shared with bench.sh's summary
 
 # c64 req/s, CPU us/req and c1 req/s of the peers in the anchor baselines (PIN=split,
 # /work/shared/reference/anchor-baselines.md), to tell a noisy run from a slow server.
@@ -38,16 +39,6 @@ RATIOS = [
 ]
 
 
-def num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def med(vals):
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
 
 
 def fmt(v, d, suffix=""):
@@ -169,19 +160,6 @@ def mem(path):
             st = next((r["status"] for r in rows if r["case"] == gw), "not run")
             print(f"PSS after: {gw} / gunicorn_preload = n/a ({gw}: {st})")
 
-
-def proc_snap():
-    import os
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            st = open(f"/proc/{d}/stat").read()
-        except OSError:
-            continue
-        comm = st[st.index("(") + 1:st.rindex(")")]
-        f = st[st.rindex(")") + 2:].split()
-        print(f"{d}\t{f[2]}\t{int(f[11]) + int(f[12])}\t{comm}")
 
 
 def proc_top(before, after, pgid, seconds, tck, top=3):
