@@ -144,6 +144,7 @@ static void req_send(gw_req_t *r, gw_worker_t *w);
 static void req_forward_body(gw_req_t *r);
 static void req_detach_worker(gw_req_t *r, int cancel, const char *reason);
 static void req_free(gw_req_t *r);
+static void queue_remove(gw_req_t *r);
 static gw_req_t *req_alloc(void);
 static void alog_write(gw_req_t *r, gw_conn_t *c, int status);
 
@@ -260,18 +261,26 @@ static void write_simple(gw_conn_t *c, int status, const char *why,
 }
 
 /* Answer with an error and close: the request's framing is not trusted. */
+/* The connection gives up its request: out of the wait queue, or out of its
+ * worker's stream table (with CANCEL and this reason, unless NULL: the
+ * worker dropped it itself), then freed. */
+static void conn_drop_req(gw_conn_t *c, const char *cancel_reason)
+{
+    gw_req_t *r = c->req;
+    if (!r) return;
+    c->req = NULL;
+    r->conn = NULL;
+    if (r->queued) queue_remove(r);
+    if (r->worker) req_detach_worker(r, cancel_reason != NULL, cancel_reason);
+    req_free(r);
+}
+
 static void conn_fail(gw_conn_t *c, int status, const char *why, const char *extra)
 {
     if (status >= 500 || gw_log_get_level() <= GW_LOG_DEBUG)
         gw_log(status >= 500 ? GW_LOG_INFO : GW_LOG_DEBUG, "#%llu %s: %d %s",
                (unsigned long long)c->id, c->peer, status, why ? why : "");
-    if (c->req) {
-        gw_req_t *r = c->req;
-        c->req = NULL;
-        r->conn = NULL;
-        if (r->worker) req_detach_worker(r, 1, "client-error");
-        req_free(r);
-    }
+    conn_drop_req(c, "client-error");
     write_simple(c, status, why, extra, 0);
     c->state = CONN_CLOSING;
     conn_schedule_flush(c);
@@ -284,13 +293,7 @@ static void conn_fail(gw_conn_t *c, int status, const char *why, const char *ext
  * complete-looking one. */
 static void conn_cut(gw_conn_t *c)
 {
-    if (c->req) {
-        gw_req_t *r = c->req;
-        c->req = NULL;
-        r->conn = NULL;
-        if (r->worker) req_detach_worker(r, 0, NULL);
-        req_free(r);
-    }
+    conn_drop_req(c, NULL);     /* the worker has already dropped it */
     c->state = CONN_CLOSING;
     conn_schedule_flush(c);
     conn_update_io(c);
@@ -312,19 +315,7 @@ static void conn_close(gw_conn_t *c)
     ev_io_stop(gw.loop, &c->rio);
     ev_io_stop(gw.loop, &c->wio);
     ev_timer_stop(gw.loop, &c->timer);
-    if (c->req) {
-        gw_req_t *r = c->req;
-        c->req = NULL;
-        r->conn = NULL;
-        if (r->queued) {
-            if (r->qprev) r->qprev->qnext = r->qnext; else queue_head = r->qnext;
-            if (r->qnext) r->qnext->qprev = r->qprev; else queue_tail = r->qprev;
-            queue_len--;
-            r->queued = 0;
-        }
-        if (r->worker) req_detach_worker(r, 1, "client-gone");
-        req_free(r);
-    }
+    conn_drop_req(c, "client-gone");
     close(c->fd);
     c->fd = -1;
     if (c->prev) c->prev->next = c->next; else conns = c->next;
@@ -652,15 +643,19 @@ static void queue_push(gw_req_t *r)
     queue_len++;
 }
 
-static gw_req_t *queue_pop(void)
+static void queue_remove(gw_req_t *r)
 {
-    gw_req_t *r = queue_head;
-    if (!r) return NULL;
-    queue_head = r->qnext;
-    if (queue_head) queue_head->qprev = NULL; else queue_tail = NULL;
+    if (r->qprev) r->qprev->qnext = r->qnext; else queue_head = r->qnext;
+    if (r->qnext) r->qnext->qprev = r->qprev; else queue_tail = r->qprev;
     queue_len--;
     r->queued = 0;
     r->qnext = r->qprev = NULL;
+}
+
+static gw_req_t *queue_pop(void)
+{
+    gw_req_t *r = queue_head;
+    if (r) queue_remove(r);
     return r;
 }
 
