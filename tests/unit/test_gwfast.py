@@ -1221,6 +1221,92 @@ def test_asgi_headers():
 
 
 # ---------------------------------------------------------------------------
+# asgi_scope
+
+SCOPE_BASE = {"type": "http", "asgi": {"version": "3.0"}, "root_path": ""}
+
+
+def both_scope(req, base=SCOPE_BASE, state=None):
+    state = {} if state is None else state
+    a = C.asgi_scope(req, base, state)
+    b = P.asgi_scope(req, base, state)
+    assert a == b
+    assert list(a) == list(b), "key order"
+    for k in a:
+        assert type(a[k]) is type(b[k]), k
+    assert a["state"] is not state and a["extensions"] is not b["extensions"]
+    return a
+
+
+def test_asgi_scope_basic():
+    s = both_scope(req_tuple("POST", b"/a%20b/%7e?x=1", query=b"x=1", minor=0,
+                             headers=[(b"Host", b"h:1"), (b"X-A", b"b")],
+                             peer="[::1]:5555", server="127.0.0.1:8000", scheme="https"),
+                   state={"k": 1})
+    assert s["path"] == "/a b/~" and s["raw_path"] == b"/a%20b/%7e"
+    assert s["query_string"] == b"x=1" and s["http_version"] == "1.0"
+    assert s["client"] == ("::1", 5555) and s["server"] == ("127.0.0.1", 8000)
+    assert s["headers"] == [(b"host", b"h:1"), (b"x-a", b"b")]
+    assert s["state"] == {"k": 1} and s["extensions"] == {} and s["scheme"] == "https"
+    assert s["type"] == "http" and s["root_path"] == ""
+
+
+@pytest.mark.parametrize("addr", [
+    "", "unix", "h:", ":", "[::1]:443", "[::1]", "a:b:c", "::", "[]:1", "[[x]]:9", "h\u00e9:1",
+    "\udcff:\udcfe", "x:80", "h:\u0662", "h:+1", "h: 1", "h:99999999999999999999",
+])
+def test_asgi_scope_addresses(addr):
+    both_scope(req_tuple(server=addr, peer=addr))
+
+
+@pytest.mark.parametrize("path", [
+    b"/", b"", b"%", b"%%", b"%2", b"/%2", b"%2f", b"%2F%2f", b"%zz", b"%%41", b"%4", b"%41%",
+    b"/a%C3%A9", b"%ff%FE", b"/\xe9", b"/\xc3\xa9", b"%00", b"%%%", b"a%4g", b"%G1",
+    b"/x%41%42%43y", b"/" + b"%41" * 400, b"/" + b"a" * 600,
+])
+def test_asgi_scope_path(path):
+    both_scope(req_tuple(target=path, path=path))
+
+
+def test_asgi_scope_random():
+    rnd = random.Random(SEED + 8)
+    for i in range(2000):
+        hs = [(rnd.choice(NAMES) if rnd.random() < 0.8 else rnd_bytes(rnd, rnd.randrange(1, 60)),
+               rnd_bytes(rnd, rnd.randrange(0, 100))) for _ in range(rnd.choice([0, 1, 5, 12]))]
+        target = rnd_bytes(rnd, rnd.randrange(0, 80))
+        if rnd.random() < 0.5:
+            target = target.replace(b"_", b"%41").replace(b"z", b"%")
+        path, _, query = target.partition(b"?")
+        req = req_tuple(rnd.choice(["GET", "POST"]), target, path, query, rnd.randrange(2), hs,
+                        rnd.choice(["", "unix", "1.2.3.4:5", "[::1]:80", "[fe80::1%eth0]:9", "x"]),
+                        rnd.choice(["", "unix", "0.0.0.0:8000", "[::]:443", "h:"]),
+                        rnd.choice(["http", "https"]))
+        both_scope(req, state=rnd.choice([{}, {"a": [1]}]))
+
+
+def test_asgi_scope_base_and_types():
+    base = dict(SCOPE_BASE, extra=1, path="overwritten")
+    s = both_scope(req_tuple(), base)
+    assert s["extra"] == 1 and s["path"] == "/" and base["path"] == "overwritten"
+    both_scope(req_tuple(), {})
+    with pytest.raises(TypeError):
+        C.asgi_scope((1, 2, 3), {}, {})
+    with pytest.raises(TypeError):
+        C.asgi_scope(req_tuple(), [], {})
+    with pytest.raises(TypeError):
+        C.asgi_scope(req_tuple(), {}, None)
+    with pytest.raises(ValueError):
+        C.asgi_scope(req_tuple(headers=[(b"Host",)]), {}, {})
+
+
+def test_asgi_scope_on_decoded():
+    data = split_buffer()
+    for t in C.decode(bytearray(data), Mal):
+        if t[0] == REQUEST:
+            both_scope(t)
+
+
+# ---------------------------------------------------------------------------
 # encoders
 
 def test_response_random():
@@ -1398,6 +1484,7 @@ def test_no_leaks_success_paths():
             if t[0] == REQUEST:
                 C.environ(t, BASE)
                 C.asgi_headers(t[8])
+                C.asgi_scope(t, SCOPE_BASE, {"a": 1})
         C.response(1, 200, hs, b"body", True)
         C.response(1, 200, [], None, False)
         C.data_frame(6, 1, memoryview(b"xyz"), False)
@@ -1426,7 +1513,9 @@ def test_no_leaks_error_paths():
                 pass
         for f, a in [(C.environ, (req_tuple(headers=[(b"A", b"b"), ("x", "y")]), BASE)),
                      (C.data_frame, (6, 1, b"x" * CAP, True)), (C.cancel, (1, "a\0")),
-                     (C.asgi_headers, ([(b"a", b"b"), (b"c",)],))]:
+                     (C.asgi_headers, ([(b"a", b"b"), (b"c",)],)),
+                     (C.asgi_scope, (req_tuple(headers=[(b"a", b"b"), (b"c",)]), SCOPE_BASE, {})),
+                     (C.asgi_scope, (req_tuple(path=b"/%41" + b"\xff" * 900), SCOPE_BASE, {}))]:
             try:
                 f(*a)
             except (ValueError, TypeError):
@@ -1448,6 +1537,7 @@ def test_refcounts_of_inputs_and_constants():
     def body():
         C.environ(req, base)
         C.asgi_headers(req[8])
+        C.asgi_scope(req, SCOPE_BASE, {})
         C.response(1, 200, req[8], b"x", True)
     body()
     before = [sys.getrefcount(o) for o in watched]

@@ -98,6 +98,7 @@ def bench_asgi_only(n, batch=32):
     except ImportError:
         pass
     w.loop = loop
+    w.create_task = loop.create_task
     frames = [bytes(b"".join(request_frame(s + i) for i in range(batch)))
               for s in range(1, n + 1, batch)]
 

@@ -848,8 +848,55 @@ static int env_header(PyObject *env, PyObject *name, PyObject *value)
  * tag), rebuilds it. The ten keys end up where base.copy() + assignments in
  * the reference order would put them, also when base already has some.
  */
-static PyObject *t_base, *t_dict;
-static uint64_t t_version;
+/* A dict template: base's items plus the fixed keys (values None), cloned
+ * per request (a same-size clone is a memcpy; setting the fixed keys then
+ * never resizes). Rebuilt when base is another dict or has changed. */
+typedef struct {
+    PyObject *base, *dict;
+    uint64_t  version;
+} tmpl_t;
+
+static PyObject *tmpl_new(tmpl_t *t, PyObject *base, PyObject *const *fixed, size_t nfixed,
+                          Py_ssize_t room, Py_ssize_t hint)
+{
+    if (!PyDict_CheckExact(base)) {
+        PyObject *d = _PyDict_NewPresized(PyDict_GET_SIZE(base) + (Py_ssize_t)nfixed + hint);
+        if (d != NULL && PyDict_Update(d, base) < 0) Py_CLEAR(d);
+        return d;
+    }
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+    uint64_t version = ((PyDictObject *)base)->ma_version_tag;
+_Py_COMP_DIAG_POP
+    if (t->dict == NULL || base != t->base || version != t->version) {
+        PyObject *d = _PyDict_NewPresized(PyDict_GET_SIZE(base) + (Py_ssize_t)nfixed + room);
+        if (d == NULL) return NULL;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        Py_hash_t hash;
+        while (_PyDict_Next(base, &pos, &k, &v, &hash)) {
+            if (!PyUnicode_CheckExact(k)) {  /* its __eq__ could run: no template */
+                Py_DECREF(d);
+                Py_CLEAR(t->dict);
+                Py_CLEAR(t->base);
+                d = _PyDict_NewPresized(PyDict_GET_SIZE(base) + (Py_ssize_t)nfixed + hint);
+                if (d != NULL && PyDict_Update(d, base) < 0) Py_CLEAR(d);
+                return d;
+            }
+            if (_PyDict_SetItem_KnownHash(d, k, v, hash) < 0) { Py_DECREF(d); return NULL; }
+        }
+        for (size_t i = 0; i < nfixed; i++)
+            if (PyDict_SetItem(d, fixed[i], Py_None) < 0) { Py_DECREF(d); return NULL; }
+        /* Building d ran no Python code (exact str keys, hashes known), so
+         * base is still the version read above. */
+        Py_XSETREF(t->dict, d);
+        Py_XSETREF(t->base, Py_NewRef(base));
+        t->version = version;
+    }
+    return PyDict_Copy(t->dict);
+}
+
+static tmpl_t env_tmpl;
 /* Room for CONTENT_LENGTH, CONTENT_TYPE and headers. With a WSGI base of
  * ~10 keys this makes a 64-slot table: a bigger one costs more to clone
  * than the rare resize it saves. */
@@ -861,41 +908,7 @@ static PyObject *env_new(PyObject *base, Py_ssize_t nh)   /* nh: headers, a hint
         K_REQUEST_METHOD, K_PATH_INFO, K_QUERY_STRING, K_RAW_URI, K_SERVER_NAME,
         K_SERVER_PORT, K_SERVER_PROTOCOL, K_REMOTE_ADDR, K_REMOTE_PORT, K_URL_SCHEME,
     };
-    if (!PyDict_CheckExact(base)) {
-        PyObject *env = _PyDict_NewPresized(PyDict_GET_SIZE(base) + 12 + nh);
-        if (env != NULL && PyDict_Update(env, base) < 0) Py_CLEAR(env);
-        return env;
-    }
-_Py_COMP_DIAG_PUSH
-_Py_COMP_DIAG_IGNORE_DEPR_DECLS
-    uint64_t version = ((PyDictObject *)base)->ma_version_tag;
-_Py_COMP_DIAG_POP
-    if (t_dict == NULL || base != t_base || version != t_version) {
-        PyObject *d = _PyDict_NewPresized(PyDict_GET_SIZE(base) + 10 + ENV_ROOM);
-        if (d == NULL) return NULL;
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        Py_hash_t hash;
-        while (_PyDict_Next(base, &pos, &k, &v, &hash)) {
-            if (!PyUnicode_CheckExact(k)) {  /* its __eq__ could run: no template */
-                Py_DECREF(d);
-                Py_CLEAR(t_dict);
-                Py_CLEAR(t_base);
-                PyObject *env = _PyDict_NewPresized(PyDict_GET_SIZE(base) + 12 + nh);
-                if (env != NULL && PyDict_Update(env, base) < 0) Py_CLEAR(env);
-                return env;
-            }
-            if (_PyDict_SetItem_KnownHash(d, k, v, hash) < 0) { Py_DECREF(d); return NULL; }
-        }
-        for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-            if (PyDict_SetItem(d, fixed[i], Py_None) < 0) { Py_DECREF(d); return NULL; }
-        /* Building d ran no Python code (exact str keys, hashes known), so
-         * base is still the version read above. */
-        Py_XSETREF(t_dict, d);
-        Py_XSETREF(t_base, Py_NewRef(base));
-        t_version = version;
-    }
-    return PyDict_Copy(t_dict);
+    return tmpl_new(&env_tmpl, base, fixed, sizeof(fixed) / sizeof(fixed[0]), ENV_ROOM, 2 + nh);
 }
 
 static PyObject *gw_environ(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1100,6 +1113,124 @@ static PyObject *gw_asgi_headers(PyObject *self, PyObject *headers)
 fail:
     Py_DECREF(out);
     return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* asgi_scope                                                               */
+
+static PyObject *K_http_version, *K_method, *K_scheme, *K_path, *K_raw_path,
+                *K_query_string, *K_headers, *K_client, *K_server, *K_state,
+                *K_extensions, *S_v11, *S_v10, *S_unix;
+static tmpl_t scope_tmpl;
+
+/* split_hostport: "host:port" / "[v6]:port" -> (host, int port or None);
+ * "" and "unix" -> None. */
+static PyObject *host_port(PyObject *s)
+{
+    if (PyUnicode_GET_LENGTH(s) == 0 || str_same(s, S_unix)
+        || PyUnicode_CompareWithASCIIString(s, "unix") == 0)
+        return Py_NewRef(Py_None);
+    PyObject *host, *port, *pn;
+    if (split_addr(s, &host, &port) < 0) return NULL;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(port), i = 0;
+    if (PyUnicode_IS_ASCII(port))
+        for (; i < n; i++)
+            if ((unsigned)(PyUnicode_1BYTE_DATA(port)[i] - (unsigned)'0') > 9u) break;
+    pn = (n > 0 && i == n) ? PyLong_FromUnicodeObject(port, 10) : Py_NewRef(Py_None);
+    Py_DECREF(port);
+    if (pn == NULL) { Py_DECREF(host); return NULL; }
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) { Py_DECREF(host); Py_DECREF(pn); return NULL; }
+    PyTuple_SET_ITEM(t, 0, host);
+    PyTuple_SET_ITEM(t, 1, pn);
+    return t;
+}
+
+/* One-entry caches, as for environ: the tuple is immutable, so shared. */
+static PyObject *c_apeer, *c_apeer_t, *c_aserver, *c_aserver_t;
+
+static PyObject *host_port_cached(PyObject *s, PyObject **cs, PyObject **ct)
+{
+    if (PyUnicode_CheckExact(s) && str_same(s, *cs)) return Py_NewRef(*ct);
+    PyObject *t = host_port(s);
+    if (t != NULL && PyUnicode_CheckExact(s)) {
+        Py_XSETREF(*cs, Py_NewRef(s));
+        Py_XSETREF(*ct, Py_NewRef(t));
+    }
+    return t;
+}
+
+/* unquote_to_bytes(path).decode("utf-8", "replace") */
+static PyObject *asgi_path(PyObject *path)
+{
+    const char *p = PyBytes_AS_STRING(path);
+    size_t n = (size_t)PyBytes_GET_SIZE(path);
+    int pct = memchr(p, '%', n) != NULL;
+    if (!pct && is_ascii((const uint8_t *)p, n)) return value_latin1(path);
+    if (!pct) return PyUnicode_DecodeUTF8(p, (Py_ssize_t)n, "replace");
+    char small[512], *d = n <= sizeof(small) ? small : PyMem_Malloc(n);
+    if (d == NULL) return PyErr_NoMemory();
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (pct_at(p, n, i)) {
+            d[o++] = (char)(hexval((uint8_t)p[i + 1]) << 4 | hexval((uint8_t)p[i + 2]));
+            i += 2;
+        } else {
+            d[o++] = p[i];
+        }
+    }
+    PyObject *s = PyUnicode_DecodeUTF8(d, (Py_ssize_t)o, "replace");
+    if (d != small) PyMem_Free(d);
+    return s;
+}
+
+static PyObject *gw_asgi_scope(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "asgi_scope(req, base, state)");
+        return NULL;
+    }
+    PyObject *req = args[0], *base = args[1], *state = args[2];
+    if (!PyTuple_Check(req) || PyTuple_GET_SIZE(req) < 13) {
+        PyErr_SetString(PyExc_TypeError, "asgi_scope(): req must be a REQUEST tuple from decode()");
+        return NULL;
+    }
+    if (!PyDict_Check(base) || !PyDict_Check(state)) {
+        PyErr_SetString(PyExc_TypeError, "asgi_scope(): base and state must be dicts");
+        return NULL;
+    }
+    PyObject *method = PyTuple_GET_ITEM(req, 3), *path = PyTuple_GET_ITEM(req, 5),
+             *query = PyTuple_GET_ITEM(req, 6), *minor = PyTuple_GET_ITEM(req, 7),
+             *headers = PyTuple_GET_ITEM(req, 8), *peer = PyTuple_GET_ITEM(req, 9),
+             *server = PyTuple_GET_ITEM(req, 10), *scheme = PyTuple_GET_ITEM(req, 11);
+    if (!PyBytes_Check(path) || !PyBytes_Check(query) || !PyUnicode_Check(peer)
+        || !PyUnicode_Check(server)) {
+        PyErr_SetString(PyExc_TypeError, "asgi_scope(): req must be a REQUEST tuple from decode()");
+        return NULL;
+    }
+    int minor_true = PyObject_IsTrue(minor);
+    if (minor_true < 0) return NULL;
+    PyObject *const fixed[] = {
+        K_http_version, K_method, K_scheme, K_path, K_raw_path, K_query_string,
+        K_headers, K_client, K_server, K_state, K_extensions,
+    };
+    PyObject *sc = tmpl_new(&scope_tmpl, base, fixed, sizeof(fixed) / sizeof(fixed[0]), 0, 0);
+    if (sc == NULL) return NULL;
+    if (PyDict_SetItem(sc, K_http_version, minor_true ? S_v11 : S_v10) < 0
+        || PyDict_SetItem(sc, K_method, method) < 0
+        || PyDict_SetItem(sc, K_scheme, scheme) < 0
+        || set_new(sc, K_path, asgi_path(path)) < 0
+        || PyDict_SetItem(sc, K_raw_path, path) < 0
+        || PyDict_SetItem(sc, K_query_string, query) < 0
+        || set_new(sc, K_headers, gw_asgi_headers(NULL, headers)) < 0
+        || set_new(sc, K_client, host_port_cached(peer, &c_apeer, &c_apeer_t)) < 0
+        || set_new(sc, K_server, host_port_cached(server, &c_aserver, &c_aserver_t)) < 0
+        || set_new(sc, K_state, PyDict_Copy(state)) < 0
+        || set_new(sc, K_extensions, PyDict_New()) < 0) {
+        Py_DECREF(sc);
+        return NULL;
+    }
+    return sc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1415,6 +1546,9 @@ static PyMethodDef gw_methods[] = {
      "environ(req, base) -> base.copy() plus the PEP 3333 CGI keys of REQUEST tuple req."},
     {"asgi_headers", (PyCFunction)gw_asgi_headers, METH_O,
      "asgi_headers(headers) -> [(name.lower(), value), ...]"},
+    {"asgi_scope", (PyCFunction)(void (*)(void))gw_asgi_scope, METH_FASTCALL,
+     "asgi_scope(req, base, state) -> base.copy() plus the ASGI http scope keys of REQUEST\n"
+     "tuple req; scope['state'] is a shallow copy of state."},
     {"response", (PyCFunction)(void (*)(void))gw_response, METH_FASTCALL,
      "response(sid, status, headers, body, end) -> bytes: one RESPONSE frame."},
     {"data_frame", (PyCFunction)(void (*)(void))gw_data_frame, METH_FASTCALL,
@@ -1437,10 +1571,13 @@ static void gw_free(void *unused)
         Py_CLEAR(vcache[i].s);
         Py_CLEAR(vcache[i].pair);
     }
-    Py_CLEAR(t_base);
-    Py_CLEAR(t_dict);
+    Py_CLEAR(env_tmpl.base);
+    Py_CLEAR(env_tmpl.dict);
+    Py_CLEAR(scope_tmpl.base);
+    Py_CLEAR(scope_tmpl.dict);
     Py_CLEAR(c_server); Py_CLEAR(c_server_host); Py_CLEAR(c_server_port);
     Py_CLEAR(c_peer); Py_CLEAR(c_peer_host); Py_CLEAR(c_peer_port);
+    Py_CLEAR(c_apeer); Py_CLEAR(c_apeer_t); Py_CLEAR(c_aserver); Py_CLEAR(c_aserver_t);
     gwp_decoder_done(&g_dec);
     gwp_buf_free(&g_out);
 }
@@ -1469,7 +1606,14 @@ PyMODINIT_FUNC PyInit__gwfast(void)
         || intern(&K_SERVER_PROTOCOL, "SERVER_PROTOCOL") || intern(&K_REMOTE_ADDR, "REMOTE_ADDR")
         || intern(&K_REMOTE_PORT, "REMOTE_PORT") || intern(&K_URL_SCHEME, "wsgi.url_scheme")
         || intern(&K_CONTENT_LENGTH, "CONTENT_LENGTH") || intern(&K_CONTENT_TYPE, "CONTENT_TYPE")
-        || intern(&K_HTTP_COOKIE, "HTTP_COOKIE"))
+        || intern(&K_HTTP_COOKIE, "HTTP_COOKIE")
+        || intern(&K_http_version, "http_version") || intern(&K_method, "method")
+        || intern(&K_scheme, "scheme") || intern(&K_path, "path")
+        || intern(&K_raw_path, "raw_path") || intern(&K_query_string, "query_string")
+        || intern(&K_headers, "headers") || intern(&K_client, "client")
+        || intern(&K_server, "server") || intern(&K_state, "state")
+        || intern(&K_extensions, "extensions") || intern(&S_v11, "1.1")
+        || intern(&S_v10, "1.0") || intern(&S_unix, "unix"))
         return NULL;
     for (int i = 1; i < GWP_MSG_MAX; i++)
         if ((I_type[i] = PyLong_FromLong(i)) == NULL) return NULL;

@@ -18,10 +18,9 @@ import collections
 import os
 import sys
 import traceback
-from urllib.parse import unquote
 
 from ._proto import (F_END, MAX_DATA, RESP_BODY, Malformed, StreamFrames,
-                     codec, read_rss, split_hostport)
+                     codec, read_rss)
 
 ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 4 << 20          # queued output bytes before send() waits
@@ -29,6 +28,9 @@ HIGH_WATER = 4 << 20          # queued output bytes before send() waits
 
 class Disconnected(Exception):
     pass
+
+
+_NO_BODY = ()
 
 
 class AStream(object):
@@ -41,7 +43,8 @@ class AStream(object):
         self.w = w
         self.sid = sid
         self.req = req
-        self.body = collections.deque()
+        # no body coming (END on the REQUEST): an empty tuple, never filled
+        self.body = _NO_BODY if ended else collections.deque()
         self.buffered = 0
         self.req_ended = ended
         self.body_done = False      # the last http.request was delivered
@@ -104,8 +107,7 @@ class AStream(object):
                 raise RuntimeError("http.response.start sent twice")
             self.started = True
             self.status = int(message["status"])
-            hs = message.get("headers") or []
-            self.headers = hs
+            self.headers = message.get("headers") or []
             return
         if t != "http.response.body":
             if t == "http.response.trailers":
@@ -126,9 +128,14 @@ class AStream(object):
             self.head_sent = True
             n = len(body)
             if not more and n <= self.credit and n <= w.max_payload - 4096:
+                # the common case: the whole response in one frame
                 self.credit -= n
-                self.sent_bytes += n
-                self.finish()
+                self.sent_bytes = n
+                self.done = True
+                if w.streams.pop(self.sid, None) is not None:
+                    w.served += 1
+                if self.waiter is not None:
+                    self.wake()
                 w.put(codec.response(self.sid, self.status, self.headers,
                                      body, True))
                 return
@@ -181,7 +188,7 @@ class AsgiWorker(StreamFrames):
         self.writer_on = False
         self.drain_waiters = []
         self.state = {}
-        self.servers = {}
+        self.scope_base = {"type": "http", "asgi": ASGI_INFO, "root_path": ""}
         self.loop = None
         self.loop_id = ""
         self.done = None
@@ -267,10 +274,11 @@ class AsgiWorker(StreamFrames):
         self.boot.exit_now(0)
 
     def on_request(self, sid, fr):
-        st = AStream(self, sid, fr, bool(fr[1] & F_END))
+        st = AStream(self, sid, fr, fr[1] & F_END)
         self.streams[sid] = st
         if self.running < self.limit:
-            self.start(st)
+            self.running += 1
+            st.task = self.create_task(self.run_request(st))
         else:
             self.pending_reqs.append(st)
 
@@ -293,34 +301,10 @@ class AsgiWorker(StreamFrames):
     # -- requests ------------------------------------------------------------------
     def start(self, st):
         self.running += 1
-        st.task = self.loop.create_task(self.run_request(st))
+        st.task = self.create_task(self.run_request(st))
 
     def scope(self, st):
-        method, target, path, query, minor, headers, peer, server, scheme, \
-            cl = st.req[3:13]
-        raw = path.decode("latin-1")
-        srv = self.servers.get(server)          # few listeners: cached
-        if srv is None and server not in self.servers:
-            srv = self.servers[server] = (split_hostport(server)
-                                          if server and server != "unix"
-                                          else None)
-        return {
-            "type": "http",
-            "asgi": ASGI_INFO,
-            "http_version": "1.1" if minor else "1.0",
-            "method": method,
-            "scheme": scheme,
-            "path": unquote(raw) if "%" in raw else raw,
-            "raw_path": path,
-            "query_string": query,
-            "root_path": "",
-            "headers": codec.asgi_headers(headers),
-            "client": split_hostport(peer) if peer and peer != "unix"
-            else None,
-            "server": srv,
-            "state": self.state.copy(),
-            "extensions": {},
-        }
+        return codec.asgi_scope(st.req, self.scope_base, self.state)
 
     async def run_request(self, st):
         hooks = self.hooks
@@ -519,6 +503,7 @@ class AsgiWorker(StreamFrames):
             kind = "asyncio"
         asyncio.set_event_loop(loop)
         self.loop = loop
+        self.create_task = loop.create_task
         self.loop_id = "%s:%d:%x" % (kind, os.getpid(), id(loop))
         self.winfo.loop = loop
         self.sock.setblocking(False)

@@ -75,7 +75,8 @@ def split_hostport(addr):
     """The same as (host without brackets, port as int or None): ASGI's
     client and server."""
     host, port = split_addr(addr)
-    return host.strip("[]"), int(port) if port.isdigit() else None
+    return host.strip("[]"), (int(port) if port.isascii() and port.isdigit()
+                              else None)
 
 
 class Encoder(object):
@@ -355,6 +356,28 @@ def asgi_headers(headers):
     return [(n.lower(), v) for n, v in headers]
 
 
+def asgi_scope(req, base, state):
+    """ASGI http scope for a REQUEST tuple: base's keys (type, asgi,
+    root_path) plus the request's; state is copied (lifespan state)."""
+    method, target, path, query, minor, headers, peer, server, scheme, \
+        cl = req[3:13]
+    scope = base.copy()
+    scope["http_version"] = "1.1" if minor else "1.0"
+    scope["method"] = method
+    scope["scheme"] = scheme
+    scope["path"] = unquote_to_bytes(path).decode("utf-8", "replace")
+    scope["raw_path"] = path
+    scope["query_string"] = query
+    scope["headers"] = asgi_headers(headers)
+    scope["client"] = (split_hostport(peer) if peer and peer != "unix"
+                       else None)
+    scope["server"] = (split_hostport(server) if server and server != "unix"
+                       else None)
+    scope["state"] = state.copy()
+    scope["extensions"] = {}
+    return scope
+
+
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -405,6 +428,7 @@ class _PureCodec(object):
     decode = staticmethod(decode)
     environ = staticmethod(environ)
     asgi_headers = staticmethod(asgi_headers)
+    asgi_scope = staticmethod(asgi_scope)
     response = staticmethod(response)
     data_frame = staticmethod(data_frame)
     window = staticmethod(window)
