@@ -218,6 +218,7 @@ class WsgiWorker(StreamFrames):
         self.queue = []
         self.idle = False
         self.loop_id = "python-wsgi:%d" % os.getpid()
+        self.max_body = self.max_payload - 4096    # one RESPONSE frame's body
         self.base_env = {
             "SCRIPT_NAME": "",
             "wsgi.version": (1, 0),
@@ -389,91 +390,112 @@ class WsgiWorker(StreamFrames):
         environ = self.environ(st)
         out = self.new_out()
         c = Call(self, st, out)
-        status = c.status           # [code, headers, head sent]
-        sent_bytes = c.sent_bytes
-        send_head = c.send_head
-        start_response = c.start_response
-        response = codec.response
-        hooks = self.hooks
         req_obj = None
-        if hooks.has_request_hooks:
+        if self.hooks.has_request_hooks:
             from ._hooks import Request
             r = st.req
             req_obj = Request(st.sid, r[3], r[4], r[5], r[6], r[7], r[8],
                               r[9])
-            hooks.call("pre_request", self.winfo, req_obj)
-
-        result = None
-        ok = False
+            self.hooks.call("pre_request", self.winfo, req_obj)
         try:
-            result = self.app(environ, start_response)
-            fits = min(st.credit, self.max_payload - 4096)
-            if result.__class__ is list and len(result) == 1 \
-                    and not status[2] and status[0] is not None \
-                    and len(result[0]) <= fits:
-                # the common case: one body that fits, one complete frame
-                body = result[0]
-                if body.__class__ is not bytes:
-                    body = bytes(body)
-                st.credit -= len(body)
-                sent_bytes[0] = len(body)
-                status[2] = True
-                out.append(response(st.sid, status[0], status[1], body, True))
-            elif isinstance(result, (list, tuple)) and not status[2]:
-                body = b"".join(result)
-                if len(body) <= fits:
-                    send_head(True, body)
-                else:
-                    send_head(False)
-                    sent_bytes[0] += len(body)
-                    self.send_data(st, body, True, out)
-            else:
-                # PEP 3333 "Buffering and Streaming": each block leaves
-                # before the next one is asked for (the app may be waiting
-                # for something before producing it).
-                for chunk in result:
-                    if st.cancelled:
-                        break
-                    if not chunk:
-                        continue
-                    if not status[2]:
-                        send_head(False)
-                    sent_bytes[0] += len(chunk)
-                    self.send_data(st, bytes(chunk), False, out)
-                    self.emit(out)
-                if not st.cancelled:
-                    if not status[2]:
-                        send_head(True)
-                    else:
-                        self.send_data(st, b"", True, out)
-            ok = True
+            result = self.app(environ, c.start_response)
         except (ChannelClosed, Malformed, Quit):
             raise
         except Exception:
-            r = st.req
-            sys.stderr.write("gateway_worker: error handling %s %s\n"
-                             % (r[3], r[4].decode("latin-1")))
-            traceback.print_exc()
-            sys.stderr.flush()
-        finally:
-            if result is not None and hasattr(result, "close"):
-                try:
-                    result.close()
-                except Exception:
-                    traceback.print_exc()
-                    ok = False
+            self.app_error(st)
+            self.finish(st, c, None, False, environ, req_obj, out)
+            return
+        status = c.status           # [code, headers, head sent]
+        if result.__class__ is list and len(result) == 1 \
+                and status[0] is not None and not status[2]:
+            # the common case: one body that fits, one complete frame
+            body = result[0]
+            if body.__class__ is bytes and len(body) <= st.credit \
+                    and len(body) <= self.max_body:
+                n = len(body)
+                st.credit -= n
+                c.sent_bytes[0] = n
+                status[2] = True
+                out.append(codec.response(st.sid, status[0], status[1], body,
+                                          True))
+                self.request_done(st)
+                if req_obj is not None:
+                    self.winfo.nr = self.served
+                    self.hooks.post_request(self.winfo, req_obj, environ,
+                                            status[0], status[1], n)
+                self.request_end(out)
+                return
+        self.finish(st, c, result, True, environ, req_obj, out)
+
+    def app_error(self, st):
+        r = st.req
+        sys.stderr.write("gateway_worker: error handling %s %s\n"
+                         % (r[3], r[4].decode("latin-1")))
+        traceback.print_exc()
+        sys.stderr.flush()
+
+    def finish(self, st, c, result, ok, environ, req_obj, out):
+        """The rest of a request after the app returned result (ok) or
+        raised (not ok): the response body in any form PEP 3333 allows,
+        close(), the 500 or cancel on an error, the hooks."""
+        status = c.status
+        sent_bytes = c.sent_bytes
+        send_head = c.send_head
+        if ok:
+            ok = False
+            try:
+                fits = min(st.credit, self.max_body)
+                if isinstance(result, (list, tuple)) and not status[2]:
+                    body = b"".join(result)
+                    if len(body) <= fits:
+                        send_head(True, body)
+                    else:
+                        send_head(False)
+                        sent_bytes[0] += len(body)
+                        self.send_data(st, body, True, out)
+                else:
+                    # PEP 3333 "Buffering and Streaming": each block leaves
+                    # before the next one is asked for (the app may be
+                    # waiting for something before producing it).
+                    for chunk in result:
+                        if st.cancelled:
+                            break
+                        if not chunk:
+                            continue
+                        if not status[2]:
+                            send_head(False)
+                        sent_bytes[0] += len(chunk)
+                        self.send_data(st, bytes(chunk), False, out)
+                        self.emit(out)
+                    if not st.cancelled:
+                        if not status[2]:
+                            send_head(True)
+                        else:
+                            self.send_data(st, b"", True, out)
+                ok = True
+            except (ChannelClosed, Malformed, Quit):
+                raise
+            except Exception:
+                self.app_error(st)
+            finally:
+                if hasattr(result, "close"):
+                    try:
+                        result.close()
+                    except Exception:
+                        traceback.print_exc()
+                        ok = False
         if not ok and not st.cancelled:
             if not status[2]:
                 status[0] = 500
                 status[1] = _H500
-                out.append(response(st.sid, 500, _H500, _B500, True))
+                out.append(codec.response(st.sid, 500, _H500, _B500, True))
             else:
                 out.append(codec.cancel(st.sid, "app-error"))
         self.request_done(st)
         if req_obj is not None:
             self.winfo.nr = self.served
-            hooks.post_request(self.winfo, req_obj, environ, status[0],
-                               status[1], sent_bytes[0])
+            self.hooks.post_request(self.winfo, req_obj, environ, status[0],
+                                    status[1], sent_bytes[0])
         self.request_end(out)
 
     def request_end(self, out):
