@@ -91,8 +91,19 @@ def table(runs_path, cases_path):
     print()
     print("Ratios gateway / peer (req/s: above 1.00x is better for the gateway; CPU us/req and p50:"
           " below 1.00x is better)")
-    print(f"  {'':9} {'gateway case':20} {'peer':26} {'c64 req/s':>9} {'c64 CPU':>8} {'c1 req/s':>9} {'c1 p50':>7}")
+    print(f"  {'':9} {'gateway case':20} {'peer':26} {'c64 req/s':>9} {'c64 CPU':>8} {'c1 req/s':>9} {'c1 p50':>7}"
+          f"  {'paired c64 req/s (range)':>26}")
     r = lambda x, y: None if x is None or not y else x / y
+
+    def paired(gw, peer):
+        # The same round's two runs ran minutes apart at most: their ratio
+        # drifts less with the machine than the ratio of the medians.
+        by = {(x["case"], x["round"]): num(x["rps"]) for x in runs if x["mode"] == "c64"}
+        rs = [by[gw, rd] / by[peer, rd] for (c, rd) in by
+              if c == gw and by.get((peer, rd)) and by[gw, rd] is not None]
+        if not rs:
+            return "-"
+        return f"{med(rs):.2f}x ({min(rs):.2f}-{max(rs):.2f}, n={len(rs)})"
     for label, gw, peer in RATIOS:
         if gw not in info or peer not in info:
             continue
@@ -103,8 +114,10 @@ def table(runs_path, cases_path):
         g64, p64, g1, p1 = m[gw, "c64"], m[peer, "c64"], m[gw, "c1"], m[peer, "c1"]
         print(f"  {label:9} {gw:20} {peer:26} {fmt(r(g64['rps'], p64['rps']), 2, 'x'):>9} "
               f"{fmt(r(g64['cpu_us_per_req'], p64['cpu_us_per_req']), 2, 'x'):>8} "
-              f"{fmt(r(g1['rps'], p1['rps']), 2, 'x'):>9} {fmt(r(g1['p50_us'], p1['p50_us']), 2, 'x'):>7}")
+              f"{fmt(r(g1['rps'], p1['rps']), 2, 'x'):>9} {fmt(r(g1['p50_us'], p1['p50_us']), 2, 'x'):>7}"
+              f"  {paired(gw, peer):>26}")
     print()
+    print("paired: the median over rounds of that round's gateway/peer c64 req/s (they run back to back).")
     print("KA: the server kept a curl connection alive. gunicorn sync and uWSGI --http-socket close every")
     print("connection (wrk counts a read error per request on uWSGI; p50 then leaves out the reconnect).")
     print("srv%/wrk%: CPU of the server group / of wrk in % of one core (near 100: that side is the limit);")
