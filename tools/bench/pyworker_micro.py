@@ -4,7 +4,12 @@ Feeds pre-encoded REQUEST frames (as the master encodes them, wrk-like
 headers) through the worker's decoder and request handler into its encoder,
 and prints microseconds per request. Run with Debian's python3:
 
-    /usr/bin/python3 tools/bench/pyworker_micro.py [wsgi|asgi] [N]
+    /usr/bin/python3 tools/bench/pyworker_micro.py [wsgi|asgi|asgi-alone] [N]
+
+APP=module:var (found in tools/bench/apps, e.g. APP=fastapi_hello:app) runs
+that ASGI app instead of the built-in hello. asgi-alone calls the app
+directly with a fixed scope in one task, without the runtime: the
+framework's own cost, to subtract from asgi's.
 
 What it leaves out (the socket syscalls and the master) is measured by
 tools/bench/pybench.sh; this isolates the interpreter's share.
@@ -114,11 +119,46 @@ def bench_asgi_only(n, batch=32):
     return (time.perf_counter() - t0) / (len(frames) * batch)
 
 
+def bench_asgi_alone(n):
+    import asyncio
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+             "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/", "raw_path": b"/", "query_string": b"",
+             "root_path": "", "headers": [(b"host", b"127.0.0.1:8000")],
+             "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    async def drive():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            s = dict(scope, state={}, extensions={})
+            await asgi_app(s, receive, send)
+        return (time.perf_counter() - t0) / n
+    try:
+        import uvloop
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    return loop.run_until_complete(drive())
+
+
 if __name__ == "__main__":
     kind = sys.argv[1] if len(sys.argv) > 1 else "wsgi"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 200000
-    fn = bench_asgi_only if kind == "asgi" else bench_wsgi_only
+    if os.environ.get("APP"):
+        import importlib
+        sys.path.insert(0, os.path.join(HERE, "apps"))
+        mod, _, var = os.environ["APP"].partition(":")
+        globals()["asgi_app"] = getattr(importlib.import_module(mod), var or "app")
+    fn = {"asgi": bench_asgi_only, "asgi-alone": bench_asgi_alone}.get(
+        kind, bench_wsgi_only)
     fn(n // 10)
     best = min(fn(n) for _ in range(3))
-    print("%s (codec %s): %.2f us per request (in-process, no sockets)"
-          % (kind, _proto.codec.name, best * 1e6))
+    print("%s%s (codec %s): %.2f us per request (in-process, no sockets)"
+          % (kind, " " + os.environ["APP"] if os.environ.get("APP") else "",
+             _proto.codec.name, best * 1e6))
