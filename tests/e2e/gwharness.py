@@ -6,6 +6,7 @@ test gets at teardown (Unit's unit_run / check_alerts / _count_fds pattern).
 
 Only the standard library is used. conftest.py wraps this in fixtures.
 """
+import calendar
 import ctypes
 import hashlib
 import http.client
@@ -30,6 +31,15 @@ IO_TIMEOUT = 5.0
 BAD_LINE = re.compile(r"\[(error|critical|alert)\]|ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
                       r"runtime error:|WARNING: ThreadSanitizer|UndefinedBehaviorSanitizer")
 LOG_LINE = re.compile(r"^(\S+) \[(debug|info|warning|error|critical|alert)\] \[(\d+)\] ([^:]+): (.*)$")
+
+
+def log_time(line):
+    """Seconds since the epoch of a gateway log line (ms precision)."""
+    ts = LOG_LINE.match(line).group(1)
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z$", ts)
+    assert m, ts
+    return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + \
+        int(m.group(2)) / 1000.0
 
 
 # ---------------------------------------------------------------- utilities

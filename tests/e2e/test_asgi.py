@@ -8,7 +8,6 @@ request's task, and --interface.
 
 The app reports through files in $GW_TEST_DIR (the tmp_dir fixture).
 """
-import calendar
 import hashlib
 import json
 import os
@@ -17,18 +16,11 @@ import time
 
 import pytest
 
-from gwharness import (LOG_LINE, build_request, env_for, read_gated_stream, read_lines, run_cli,
+from gwharness import (build_request, env_for, log_time, read_gated_stream, read_lines, run_cli,
                        wait_lines, worker_pid)
 
 
 
-def log_time(line):
-    """Seconds since the epoch of a gateway log line (ms precision)."""
-    ts = LOG_LINE.match(line).group(1)
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z$", ts)
-    assert m, ts
-    return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + \
-        int(m.group(2)) / 1000.0
 
 
 def test_asgi_scope(gateway, tmp_dir):

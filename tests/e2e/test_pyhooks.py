@@ -8,15 +8,13 @@ that raises stops the gateway before it is ready with one clear line.
 
 Hooks report through files in $GW_TEST_DIR (the tmp_dir fixture).
 """
-import calendar
 import json
 import os
-import re
 import time
 
 import pytest
 
-from gwharness import (APPS, LOG_LINE, build_request, env_for, read_lines, run_cli,
+from gwharness import (APPS, build_request, env_for, log_time, read_lines, run_cli,
                        wait_until, worker_pid)
 
 PYCONF = os.path.join(APPS, "pyconf_hooks.py")
@@ -40,12 +38,6 @@ def wait_event(d, pred, timeout=5.0, what="config hook"):
     return wait_until(lambda: [e for e in conf_events(d) if pred(e)], timeout, what=what)
 
 
-def log_time(line):
-    ts = LOG_LINE.match(line).group(1)
-    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z$", ts)
-    assert m, ts
-    return calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")) + \
-        int(m.group(2)) / 1000.0
 
 
 def ready_time(gw, pid):

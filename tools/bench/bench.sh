@@ -60,7 +60,7 @@ mkdir -p "$OUTDIR/wrk" "$OUTDIR/logs" "$OUTDIR/info"
 
 declare -A PID=()   # server name -> pid (== pgid)
 
-. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group
+. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group, wait_answer
 
 stop_server() {   # name
     [ -n "${PID[$1]:-}" ] || return 0
@@ -76,22 +76,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_ready() {   # port -> 0 when the body is exactly "Hello, World!" (at most 30 s)
-    local i body
-    for i in $(seq 1 300); do
-        body=$(curl -s --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null) && [ "$body" = "Hello, World!" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 start_server() {   # name port cmd...
     local name=$1 port=$2; shift 2
     echo "$SRV_PIN $*" > "$OUTDIR/info/$name.cmd"
     setsid $SRV_PIN "$@" > "$OUTDIR/logs/$name.log" 2>&1 < /dev/null &
     PID[$name]=$!
-    if ! wait_ready "$port"; then
-        echo "bench: $name does not answer \"Hello, World!\" on port $port after 30 s; log tail:" >&2
+    local why
+    if ! why=$(wait_answer "$port" "${PID[$name]}" "Hello, World!"); then
+        echo "bench: $name on port $port: $why; log tail:" >&2
         tail -20 "$OUTDIR/logs/$name.log" >&2
         exit 1
     fi

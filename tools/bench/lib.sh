@@ -36,3 +36,32 @@ stop_group() {
     fi
     return 0
 }
+
+# wait_answer PORT PGID BODY: 0 once GET / on PORT answers 200 with exactly BODY. Else 1,
+# with why on stdout: group PGID is gone, it answered something else for 5 s in a row,
+# or START_TIMEOUT (30) s passed.
+wait_answer() {
+    local port=$1 pgid=$2 want=$3 body wrong=0
+    for _ in $(seq 1 $((${START_TIMEOUT:-30} * 10))); do
+        body=$(curl -s --max-time 2 -w '\n%{http_code}' "http://127.0.0.1:$port/" 2>/dev/null)
+        [ "$body" = "$want"$'\n200' ] && return 0
+        if [ -n "$body" ] && [ "${body##*$'\n'}" != 000 ]; then
+            wrong=$((wrong + 1))
+            [ $wrong -ge 50 ] && { echo "answers HTTP ${body##*$'\n'} '${body%$'\n'*}' instead of 200 '$want' (5 s)"; return 1; }
+        else
+            wrong=0
+        fi
+        [ -z "$(group_pids "$pgid")" ] && { echo "exited before answering"; return 1; }
+        sleep 0.1
+    done
+    echo "no 200 '$want' after ${START_TIMEOUT:-30} s"
+    return 1
+}
+
+# start_failed INDENT NAME LOG WHY: the "did not start" line and the log's first error
+# lines, on the terminal and in $OUTDIR/problems.txt.
+start_failed() {
+    echo "$1[fail] $2 did not start: $4; log: $3" | tee -a "$OUTDIR/problems.txt"
+    grep -iE 'error|exception|cannot|unknown|invalid|unrecognized' "$3" | awk '!seen[$0]++' | head -5 |
+        sed 's/^/      /' | tee -a "$OUTDIR/problems.txt"
+}

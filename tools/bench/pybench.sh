@@ -139,7 +139,7 @@ mkdir -p "$OUTDIR/wrk" "$OUTDIR/logs" "$OUTDIR/info"
 : > "$OUTDIR/problems.txt"
 
 declare -A PID=()   # case -> pid (== pgid) of a running server
-. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group
+. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group, wait_answer, start_failed
 
 stop_server() {   # name
     [ -n "${PID[$1]:-}" ] || return 0
@@ -156,26 +156,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_ready name -> 0 once the body is exactly "Hello, World!"; 1 if the group dies, if
-# it answers something else for 5 s in a row, or after START_TIMEOUT s.
-wait_ready() {
-    local name=$1 port=${PORT[$1]} pid=${PID[$1]} i body wrong=0
-    for i in $(seq 1 $((START_TIMEOUT * 10))); do
-        body=$(curl -s --max-time 1 -w '\n%{http_code}' "http://127.0.0.1:$port/" 2>/dev/null)
-        [ "$body" = $'Hello, World!\n200' ] && return 0
-        if [ -n "$body" ] && [ "${body##*$'\n'}" != 000 ]; then
-            wrong=$((wrong + 1))
-            [ $wrong -ge 50 ] && { echo "answers HTTP ${body##*$'\n'} instead of 200 \"Hello, World!\" (5 s)"; return 1; }
-        else
-            wrong=0
-        fi
-        [ -z "$(group_pids "$pid")" ] && { echo "exited before answering"; return 1; }
-        sleep 0.1
-    done
-    echo "no \"Hello, World!\" after ${START_TIMEOUT} s"
-    return 1
-}
-
 CASES_TSV=$OUTDIR/cases.tsv
 printf 'case\tport\tstatus\tkeepalive\tnprocs\tdescription\tnote\n' > "$CASES_TSV"
 
@@ -186,9 +166,8 @@ start_case() {   # name [env...] -> 0 if up
     printf '%q ' $SRV_PIN "${CMD[@]}" > "$OUTDIR/info/$name.cmd"; echo "  (cwd $APPS)" >> "$OUTDIR/info/$name.cmd"
     ( cd "$APPS" && exec env "$@" setsid $SRV_PIN "${CMD[@]}" ) > "$OUTDIR/logs/$name.log" 2>&1 < /dev/null &
     PID[$name]=$!
-    if ! why=$(wait_ready "$name"); then
-        echo "  [fail] $name did not start: $why; log: $OUTDIR/logs/$name.log" | tee -a "$OUTDIR/problems.txt"
-        grep -iE 'error|exception|cannot|unknown|invalid|unrecognized' "$OUTDIR/logs/$name.log" | awk '!seen[$0]++' | head -5 | sed 's/^/      /' | tee -a "$OUTDIR/problems.txt"
+    if ! why=$(wait_answer "$port" "${PID[$name]}" "Hello, World!"); then
+        start_failed "  " "$name" "$OUTDIR/logs/$name.log" "$why"
         stop_server "$name"
         printf '%s\t%s\t%s\t-\t-\t%s\t%s\n' "$name" "$port" "did not start" "${DESC[$name]}" "$why" >> "$CASES_TSV"
         return 1

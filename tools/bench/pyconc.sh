@@ -299,7 +299,7 @@ mkdir -p "$OUTDIR/wrk" "$OUTDIR/logs" "$OUTDIR/info" "$OUTDIR/smaps"
 
 SERVER_PID=""     # pid (== pgid) of the running server, if any
 SERVER_NAME=""
-. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group
+. "$HERE/lib.sh"   # group_pids, grp_ticks, stop_group, wait_answer, start_failed
 
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
@@ -362,26 +362,6 @@ RUNS=$OUTDIR/runs.tsv
 MEM=$OUTDIR/mem.tsv
 printf 'app\tconf\tserver\tround\tconc\trps\tp50_us\tp99_us\trequests\tsockerr\ttimeouts\tnon2xx\tsrv_cpu_pct\twrk_cpu_pct\tother_cpu_pct\tnprocs\tpids_same\talive_after\tquiet_wait_s\tbusy_before_pct\n' > "$RUNS"
 printf 'app\tconf\tserver\tround\tstatus\tnprocs\tpss_mib\tport\n' > "$MEM"
-
-# wait_ready BODY -> 0 once GET / answers 200 with exactly BODY; 1 if the group dies, if it
-# answers something else for 5 s in a row, or after START_TIMEOUT s.
-wait_ready() {
-    local want=$1 body wrong=0
-    for _ in $(seq 1 $((START_TIMEOUT * 10))); do
-        body=$(curl -s --max-time 2 -w '\n%{http_code}' "http://127.0.0.1:$PORT/" 2>/dev/null)
-        [ "${body//$'\n'/|}" = "$want||200" ] && return 0   # body "$want\n", then the status
-        if [ -n "$body" ] && [ "${body##*$'\n'}" != 000 ]; then
-            wrong=$((wrong + 1))
-            [ $wrong -ge 50 ] && { echo "answers HTTP ${body##*$'\n'} '${body%$'\n'*}' instead of 200 '$want' (5 s)"; return 1; }
-        else
-            wrong=0
-        fi
-        [ -z "$(group_pids "$SERVER_PID")" ] && { echo "exited before answering"; return 1; }
-        sleep 0.1
-    done
-    echo "no 200 '$want' after ${START_TIMEOUT} s"
-    return 1
-}
 
 # wait_stable: the group's process set unchanged for 1.5 s (every worker forked), at most 20 s
 wait_stable() {
@@ -463,9 +443,8 @@ one_case() {
     echo "  $SERVER_NAME: $(cd "$APPS" && printf '%s ' "${CMD[@]}" | sed "s#$ROOT/##g")"
     ( cd "$APPS" && exec setsid $SRV_PIN "${CMD[@]}" ) > "$OUTDIR/logs/$SERVER_NAME.log" 2>&1 < /dev/null &
     SERVER_PID=$!
-    if ! why=$(wait_ready "$want"); then
-        echo "    [fail] $SERVER_NAME did not start: $why; log: $OUTDIR/logs/$SERVER_NAME.log" | tee -a "$OUTDIR/problems.txt"
-        grep -iE 'error|exception|cannot|unknown|invalid|unrecognized' "$OUTDIR/logs/$SERVER_NAME.log" | awk '!seen[$0]++' | head -5 | sed 's/^/      /' | tee -a "$OUTDIR/problems.txt"
+    if ! why=$(wait_answer "$PORT" "$SERVER_PID" "$want"$'\n'); then
+        start_failed "    " "$SERVER_NAME" "$OUTDIR/logs/$SERVER_NAME.log" "$why"
         stop_server
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$app" "$conf" "$srv" "$round" "did not start" - - "$PORT" >> "$MEM"
         return 0

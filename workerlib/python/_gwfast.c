@@ -1120,15 +1120,14 @@ fail:
 
 static PyObject *K_http_version, *K_method, *K_scheme, *K_path, *K_raw_path,
                 *K_query_string, *K_headers, *K_client, *K_server, *K_state,
-                *K_extensions, *S_v11, *S_v10, *S_unix;
+                *K_extensions, *S_v11, *S_v10;
 static tmpl_t scope_tmpl;
 
 /* split_hostport: "host:port" / "[v6]:port" -> (host, int port or None);
  * "" and "unix" -> None. */
 static PyObject *host_port(PyObject *s)
 {
-    if (PyUnicode_GET_LENGTH(s) == 0 || str_same(s, S_unix)
-        || PyUnicode_CompareWithASCIIString(s, "unix") == 0)
+    if (PyUnicode_GET_LENGTH(s) == 0 || PyUnicode_CompareWithASCIIString(s, "unix") == 0)
         return Py_NewRef(Py_None);
     PyObject *host, *port, *pn;
     if (split_addr(s, &host, &port) < 0) return NULL;
@@ -1613,7 +1612,7 @@ PyMODINIT_FUNC PyInit__gwfast(void)
         || intern(&K_headers, "headers") || intern(&K_client, "client")
         || intern(&K_server, "server") || intern(&K_state, "state")
         || intern(&K_extensions, "extensions") || intern(&S_v11, "1.1")
-        || intern(&S_v10, "1.0") || intern(&S_unix, "unix"))
+        || intern(&S_v10, "1.0"))
         return NULL;
     for (int i = 1; i < GWP_MSG_MAX; i++)
         if ((I_type[i] = PyLong_FromLong(i)) == NULL) return NULL;

@@ -3,25 +3,17 @@
 # Answers 200, text/plain, "io ok\n" (6 bytes, with Content-Length).
 import asyncio
 
+from asgi_common import lifespan, text_start
+
 WAIT = 0.02
 BODY = b"io ok\n"
-START = {
-    "type": "http.response.start",
-    "status": 200,
-    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())],
-}
+START = text_start(BODY)
 BODY_MSG = {"type": "http.response.body", "body": BODY}
 
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            msg = await receive()
-            if msg["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif msg["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     if scope["type"] != "http":
         return
     await asyncio.sleep(WAIT)

@@ -131,11 +131,7 @@ class AStream(object):
                 # the common case: the whole response in one frame
                 self.credit -= n
                 self.sent_bytes = n
-                self.done = True
-                if w.streams.pop(self.sid, None) is not None:
-                    w.served += 1
-                if self.waiter is not None:
-                    self.wake()
+                self.finish()
                 w.put(codec.response(self.sid, self.status, self.headers,
                                      body, True))
                 return
@@ -253,17 +249,8 @@ class AsgiWorker(StreamFrames):
     # -- input -------------------------------------------------------------------
     def on_readable(self):
         try:
-            data = self.sock.recv(262144)
-        except BlockingIOError:
-            return
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            self.channel_closed()
-            return
-        self.rbuf += data
-        try:
-            self.take_input()
+            if not self.read_input():
+                self.channel_closed()
         except Malformed as e:
             sys.stderr.write("gateway_worker: malformed frame: %s\n" % e)
             sys.stderr.flush()

@@ -51,13 +51,7 @@ class Boot(object):
         sys.stderr.write("gateway_worker: %s\n" % line)
         self.exit_now(code)
 
-    def exit_now(self, code):
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass
-        os._exit(code)
+    exit_now = staticmethod(_proto.exit_now)
 
     # -- handshake -----------------------------------------------------------------
     def handshake(self):

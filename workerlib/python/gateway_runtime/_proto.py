@@ -5,7 +5,9 @@ spec in proto/PROTOCOL.md is the authority; this module only implements it.
 Self-contained: stdlib + msgpack (Debian's python3-msgpack, C extension).
 """
 
+import os
 import struct
+import sys
 from urllib.parse import unquote_to_bytes
 
 import msgpack
@@ -123,9 +125,19 @@ def parse_hello(buf):
     return m, buf[12 + length:]
 
 
+def exit_now(code):
+    """Flush stdout and stderr, then _exit(code): no atexit, no finalizers
+    (they belong to the process forked from)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    os._exit(code)
+
+
 def read_rss(pagesize=[0]):
     if not pagesize[0]:
-        import os
         try:
             pagesize[0] = os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError):
@@ -170,6 +182,21 @@ class StreamFrames(object):
         on_frame = self.on_frame
         for fr in codec.decode(self.rbuf, Malformed):
             on_frame(fr)
+
+    def read_input(self):
+        """One recv from the channel into rbuf, then every whole frame
+        handled. False once the master has closed the channel."""
+        try:
+            data = self.sock.recv(262144)
+        except BlockingIOError:
+            return True
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            return False
+        self.rbuf += data
+        self.take_input()
+        return True
 
     def on_frame(self, fr):
         ftype = fr[0]
@@ -437,8 +464,6 @@ class _PureCodec(object):
 
 
 def _load_codec():
-    import os
-    import sys
     if os.environ.get("GATEWAY_PY_CODEC", "auto") == "python":
         return _PureCodec
     here = os.path.dirname(os.path.abspath(__file__))

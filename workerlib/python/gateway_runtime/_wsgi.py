@@ -258,16 +258,8 @@ class WsgiWorker(StreamFrames):
             r, _, _ = select.select([self.sock], [], [], timeout)
             if not r:
                 return
-        try:
-            data = self.sock.recv(262144)
-        except BlockingIOError:
-            return
-        except ConnectionResetError:
-            data = b""
-        if not data:
+        if not self.read_input():
             raise ChannelClosed()
-        self.rbuf += data
-        self.take_input()
 
     def heartbeat(self):
         self.out.append(codec.heartbeat(self.served, len(self.streams), 0,
@@ -418,12 +410,7 @@ class WsgiWorker(StreamFrames):
                 status[2] = True
                 out.append(codec.response(st.sid, status[0], status[1], body,
                                           True))
-                self.request_done(st)
-                if req_obj is not None:
-                    self.winfo.nr = self.served
-                    self.hooks.post_request(self.winfo, req_obj, environ,
-                                            status[0], status[1], n)
-                self.request_end(out)
+                self.ended(st, c, environ, req_obj, out)
                 return
         self.finish(st, c, result, True, environ, req_obj, out)
 
@@ -491,11 +478,15 @@ class WsgiWorker(StreamFrames):
                 out.append(codec.response(st.sid, 500, _H500, _B500, True))
             else:
                 out.append(codec.cancel(st.sid, "app-error"))
+        self.ended(st, c, environ, req_obj, out)
+
+    def ended(self, st, c, environ, req_obj, out):
+        """The response is complete: the stream is done, post_request."""
         self.request_done(st)
         if req_obj is not None:
             self.winfo.nr = self.served
-            self.hooks.post_request(self.winfo, req_obj, environ, status[0],
-                                    status[1], sent_bytes[0])
+            self.hooks.post_request(self.winfo, req_obj, environ, c.status[0],
+                                    c.status[1], c.sent_bytes[0])
         self.request_end(out)
 
     def request_end(self, out):

@@ -314,9 +314,4 @@ def _become_worker(sock, chan_fd, slot, barrier, middle, config, app, iface):
         import traceback
         traceback.print_exc()
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass
-        os._exit(code)
+        _proto.exit_now(code)
