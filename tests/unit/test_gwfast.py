@@ -1570,3 +1570,210 @@ def test_soak_rss():
         resp(1, 200, hs, b"ok", True)
     gc.collect()
     assert rss() - r0 < 1 << 20
+
+
+# ---------------------------------------------------------------------------
+# StreamBase: the ASGI stream's state and send()'s common case in C, against
+# the pure twin whose send() always takes the runtime's full send_slow()
+
+from gateway_runtime import _asgi  # noqa: E402
+
+
+class FakeWorker(object):
+    """What a stream touches in AsgiWorker: the table, the count, the queue."""
+    window = 65536
+    max_payload = CAP
+
+    def __init__(self):
+        self.streams = {}
+        self.served = 0
+        self.frames = []
+        self.pending = 0
+
+    def put(self, frame):
+        self.frames.append(frame)
+
+
+class CStream(C.StreamBase):
+    __slots__ = ()
+
+
+class PStream(P.StreamBase):
+    __slots__ = ()
+
+
+for _name in ("receive", "consumed", "send_slow", "send_data", "_wait"):
+    setattr(CStream, _name, getattr(_asgi.AStream, _name))
+    setattr(PStream, _name, getattr(_asgi.AStream, _name))
+
+
+def drive(aw):
+    """Run an awaitable that must not suspend; its result or its exception."""
+    it = aw.__await__()
+    try:
+        it.send(None)
+    except StopIteration as e:
+        return ("ok", e.value)
+    except Exception as e:
+        return ("raise", type(e), str(e))
+    raise AssertionError("send() suspended")
+
+
+STATE = ("sid", "credit", "sent_bytes", "status", "headers", "req_ended", "body_done", "cancelled",
+         "started", "head_sent", "done", "limit", "buffered", "unreturned")
+
+
+def run_stream(cls, msgs, credit=65536, limit=CAP - 4096, in_table=True, cancelled=False):
+    w = FakeWorker()
+    st = cls(w, 7, ("req",), True, credit, limit)
+    if in_table:
+        w.streams[7] = st
+    if cancelled:
+        st.cancelled = True
+    results = []
+    for m in msgs:
+        try:
+            aw = st.send(m)
+        except Exception as e:              # raised by the call itself (C fast path)
+            results.append(("raise", type(e), str(e)))
+            continue
+        results.append(drive(aw))
+    state = {k: getattr(st, k) for k in STATE}
+    return results, w.frames, w.served, sorted(w.streams), state
+
+
+def start(status=200, headers=((b"content-type", b"text/plain"),), **kw):
+    m = {"type": "http.response.start", "status": status}
+    if headers is not None:
+        m["headers"] = list(headers)
+    m.update(kw)
+    return m
+
+
+def body(data=b"Hello", **kw):
+    m = {"type": "http.response.body", "body": data}
+    m.update(kw)
+    return m
+
+
+class Mapping(dict):
+    pass
+
+
+STREAM_CASES = [
+    ("one frame", [start(), body()], {}),
+    ("empty body", [start(), body(b"")], {}),
+    ("no body key", [start(), {"type": "http.response.body"}], {}),
+    ("more_body False", [start(), body(b"x", more_body=False)], {}),
+    ("no headers key", [start(headers=None), body()], {}),
+    ("headers None", [start(headers=None, headers_=1), dict(body(), more_body=0)], {}),
+    ("HTTPStatus", [start(status=__import__("http").HTTPStatus.NOT_FOUND), body()], {}),
+    ("status as str", [start(status="201"), body()], {}),
+    ("bool status", [start(status=True), body()], {}),
+    ("status out of range", [start(status=1000), body()], {}),
+    ("huge status", [start(status=1 << 70), body()], {}),
+    ("streamed", [start(), body(b"a", more_body=True), body(b"b", more_body=True), body(b"")], {}),
+    ("bytearray body", [start(), body(bytearray(b"abc"))], {}),
+    ("memoryview body", [start(), body(memoryview(b"abc"))], {}),
+    ("str body", [start(), body("abc")], {}),
+    ("body over limit", [start(), body(b"x" * 5000)], {"limit": 4096}),
+    ("body at limit", [start(), body(b"x" * 4096)], {"limit": 4096}),
+    ("body at credit", [start(), body(b"x" * 100)], {"credit": 100}),
+    ("start twice", [start(), start(), body()], {}),
+    ("body before start", [body()], {}),
+    ("body after end", [start(), body(), body(b"more")], {}),
+    ("body after end, cancelled", [start(), body(), body(b"more")], {"cancelled": True}),
+    ("unknown type", [start(), {"type": "http.response.nope"}], {}),
+    ("trailers", [start(), {"type": "http.response.trailers"}, body()], {}),
+    ("no type", [{"status": 200}], {}),
+    ("type not str", [{"type": b"http.response.start", "status": 200}], {}),
+    ("mapping subclass", [Mapping(start()), Mapping(body())], {}),
+    ("bad header value", [start(headers=[(b"a", 5)]), body(), body()], {}),
+    ("bad header pair", [start(headers=[(b"a",)]), body()], {}),
+    ("header not latin-1", [start(headers=[(b"a", "\u20ac")]), body()], {}),
+    ("str headers", [start(headers=[("X-A", "b")]), body()], {}),
+    ("tuple headers", [start(headers=((b"a", b"b"),)), body()], {}),
+    ("not in table", [start(), body()], {"in_table": False}),
+    ("cancelled before", [start(), body()], {"cancelled": True}),
+]
+
+
+@pytest.mark.parametrize("msgs,kw", [c[1:] for c in STREAM_CASES], ids=[c[0] for c in STREAM_CASES])
+def test_stream_send_c_matches_full_path(msgs, kw):
+    c = run_stream(CStream, msgs, **kw)
+    p = run_stream(PStream, msgs, **kw)
+    assert c == p
+    # the common case really is the C one: no coroutine comes back
+    w = FakeWorker()
+    st = CStream(w, 1, None, True, 65536, CAP - 4096)
+    assert type(st.send(start())).__name__ == "Ready"
+    assert type(st.send(body())).__name__ == "Ready"
+    assert w.frames == [C.response(1, 200, [(b"content-type", b"text/plain")], b"Hello", True)]
+
+
+def test_stream_finish_wakes_the_waiter():
+    class Fut(object):
+        def __init__(self, done=False):
+            self.d, self.result = done, "unset"
+
+        def done(self):
+            return self.d
+
+        def set_result(self, v):
+            self.result = v
+    for cls in (CStream, PStream):
+        w = FakeWorker()
+        st = cls(w, 3, None, False, 10, 10)
+        assert list(st.body) == [] and st.body.__class__.__name__ == "deque"
+        f = st.waiter = Fut()
+        w.streams[3] = st
+        st.finish()
+        assert (f.result, st.waiter, st.done, w.served, w.streams) == (None, None, True, 1, {})
+        st.finish()                                 # a second finish counts nothing
+        assert w.served == 1
+        g = st.waiter = Fut(done=True)
+        st.wake()
+        assert g.result == "unset" and st.waiter is None
+
+
+def test_stream_fields_and_gc():
+    w = FakeWorker()
+    st = CStream(w, 5, "r", 0, 1, 2)
+    assert (st.w, st.sid, st.req, st.req_ended, st.credit, st.limit) == (w, 5, "r", False, 1, 2)
+    assert st.headers is None and st.task is None and st.waiter is None
+    with pytest.raises(AttributeError):
+        st.sid = 6
+    with pytest.raises(AttributeError):
+        st.other = 1                                # no __dict__
+    with pytest.raises(TypeError):
+        CStream(w, 1, None, True, 1)
+    with pytest.raises(TypeError):
+        CStream(w, 1, None, True, 1, limit=2)
+    # a stream in a cycle (stream -> task -> stream) is collected
+    import weakref
+    class Box(object):
+        pass
+    b = Box()
+    st.task = b
+    b.st = st
+    r = weakref.ref(b)
+    del b, st
+    gc.collect()
+    assert r() is None
+
+
+def test_stream_no_leaks():
+    hs = [(b"content-type", b"text/plain")]
+
+    def work():
+        w = FakeWorker()
+        for sid in range(1, 4):
+            st = CStream(w, sid, None, sid != 2, 65536, 60000)
+            w.streams[sid] = st
+            drive(st.send({"type": "http.response.start", "status": 200, "headers": hs}))
+            drive(st.send({"type": "http.response.body", "body": b"x" * sid}))
+            drive(st.send({"type": "http.response.body", "body": b"y"}))   # after the end: raises
+            st2 = CStream(w, 9, None, True, 65536, 60000)
+            drive(st2.send({"type": "http.response.start", "status": 200, "headers": [(b"a", 5)]}))
+            drive(st2.send({"type": "http.response.body", "body": b"x"}))
+    assert _traced(work, 3000) < 8192

@@ -12,7 +12,9 @@
 # difference is taken per function (self and inclusive cost, from callgrind_annotate).
 #
 # Environment: N1 (2000) N2 (12000) CONNS (1) WORKERS (1) PORT (18211)
-#   GATEWAY (build/gateway) APP (build/examples/hello.so) GW_ARGS  TOP (15)
+#   GATEWAY (build/gateway) APP (build/examples/hello.so, or a Python module:var with
+#   GW_ARGS="--chdir DIR"; the Python runtime is exec'd, so VG_ARGS=--trace-children=yes
+#   is needed to follow it) GW_ARGS VG_ARGS TOP (15)
 #   OUTDIR (tools/bench/results/callgrind-<timestamp>)
 set -u
 set +m   # no job control: `setsid cmd &` execs in place, so $! is the valgrind/master pid
@@ -28,6 +30,7 @@ CONNS=${CONNS:-1}
 WORKERS=${WORKERS:-1}
 PORT=${PORT:-18211}
 GW_ARGS=${GW_ARGS:-}
+VG_ARGS=${VG_ARGS:-}
 TOP=${TOP:-15}
 OUTDIR=${OUTDIR:-$HERE/results/callgrind-$(date +%Y%m%d-%H%M%S)}
 
@@ -35,7 +38,8 @@ die() { echo "callgrind: $*" >&2; exit 1; }
 for t in valgrind callgrind_annotate curl ss setsid "$PY"; do
     command -v "$t" >/dev/null 2>&1 || die "missing $t (run: tools/install-deps.sh bench)"
 done
-[ -x "$GATEWAY" ] && [ -f "$APP" ] || die "build first: make all"
+[ -x "$GATEWAY" ] || die "build first: make all"
+case "$APP" in *.so) [ -f "$APP" ] || die "no $APP (build first: make all)" ;; esac
 [ "$N2" -gt "$N1" ] || die "N2 must be larger than N1"
 ss -Hltn "sport = :$PORT" | grep -q . && die "port $PORT is in use"
 mkdir -p "$OUTDIR"
@@ -65,7 +69,7 @@ run_one() {   # N -> dir with callgrind.out.<pid> files, master pid in $dir/mast
     local n=$1 dir="$OUTDIR/n$1" i body
     mkdir -p "$dir"
     # shellcheck disable=SC2086
-    setsid valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" \
+    setsid valgrind --tool=callgrind $VG_ARGS --callgrind-out-file="$dir/callgrind.out.%p" \
         "$GATEWAY" -w "$WORKERS" -b "127.0.0.1:$PORT" $GW_ARGS "$APP" --log-level warning \
         > "$dir/gateway.log" 2>&1 < /dev/null &
     VPID=$!

@@ -31,6 +31,10 @@
  *   data_frame(type, sid, data, end) -> bytes            BODY / RESP_BODY
  *   window(sid, n), cancel(sid, reason), heartbeat(served, inflight, tasks,
  *   rss, loop) -> bytes
+ *   StreamBase(w, sid, req, ended, credit, limit)   an ASGI stream's state as
+ *       C fields, with send()'s common case (start, then the whole body in
+ *       one frame) done here; everything else goes to the subclass's
+ *       send_slow(message) (gateway_runtime/_asgi.py). See "ASGI stream".
  *
  * Differences from the reference: validation is gwp.c's (PROTOCOL.md §3/§5
  * exactly, plus the direction check), which is stricter than msgpack +
@@ -52,6 +56,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <stdint.h>
@@ -1331,6 +1336,9 @@ static int hdr_part(PyObject *o, gwp_str_t *s, PyObject **own)
 
 #define HSTACK 32
 
+static PyObject *encode_response(uint32_t sid, uint32_t status, PyObject *headers, PyObject *body,
+                                 int end);
+
 static PyObject *gw_response(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5) {
@@ -1339,13 +1347,21 @@ static PyObject *gw_response(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     uint32_t sid, status;
     if (get_sid(args[0], &sid) < 0 || get_u32(args[1], "status", &status) < 0) return NULL;
+    int end = PyObject_IsTrue(args[4]);
+    if (end < 0) return NULL;
+    return encode_response(sid, status, args[2], args[3], end);
+}
+
+/* One RESPONSE frame (the work of response(); also the ASGI stream's
+ * one-frame send). */
+static PyObject *encode_response(uint32_t sid, uint32_t status, PyObject *headers, PyObject *body,
+                                 int end)
+{
     if (status < 100 || status > 999) {
         PyErr_Format(PyExc_ValueError, "status %u out of range 100..999", status);
         return NULL;
     }
-    PyObject *headers = args[2], *body = args[3], *hlist = NULL;
-    int end = PyObject_IsTrue(args[4]);
-    if (end < 0) return NULL;
+    PyObject *hlist = NULL;
     if (!PyList_Check(headers) && !PyTuple_Check(headers)) {
         /* Any iterable of pairs, like the reference's comprehension. */
         if ((hlist = PySequence_List(headers)) == NULL) return NULL;
@@ -1534,6 +1550,310 @@ static PyObject *gw_heartbeat(PyObject *self, PyObject *const *args, Py_ssize_t 
 }
 
 /* ------------------------------------------------------------------------ */
+/* ASGI stream                                                              */
+/*
+ * StreamBase holds an ASGI request's state as C fields (the attributes the
+ * runtime and StreamFrames read and write) and does send()'s common case in
+ * C: http.response.start with an int status, then one http.response.body
+ * whose bytes fit the credit and one frame. That send completes at once, so
+ * it returns an already-finished awaitable instead of a coroutine. Anything
+ * else (a second start, streaming, flow control, errors) goes to the
+ * subclass's send_slow(message), the full behaviour (_asgi.AStream); the
+ * pure-Python twin in _proto.py sends everything there.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *w, *req, *body, *headers, *waiter, *task;
+    long long sid, buffered, credit, unreturned, sent_bytes, limit;
+    int status;
+    char req_ended, body_done, cancelled, started, head_sent, done;
+} StreamObject;
+
+static PyObject *K_type, *K_status, *K_body, *K_more_body, *S_resp_start, *S_resp_body,
+                *A_streams, *A_served, *A_put, *A_send_slow, *A_done, *A_set_result;
+static PyObject *g_deque;       /* collections.deque, imported on first use */
+static PyObject *g_ready;       /* the finished awaitable send() returns */
+static PyObject *S_emptyb;      /* b"" */
+
+/* The finished awaitable: `await` on it returns None at once. */
+static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
+static PyObject *ready_next(PyObject *self) { return NULL; }   /* StopIteration(None) */
+static PyObject *ready_send(PyObject *self, PyObject *v)
+{
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+static PyObject *ready_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw(type[, value[, tb]])");
+        return NULL;
+    }
+    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None;
+    if (PyExceptionInstance_Check(typ)) PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    else PyErr_SetObject(typ, val);
+    return NULL;
+}
+static PyObject *ready_close(PyObject *self, PyObject *unused) { Py_RETURN_NONE; }
+
+static PyMethodDef ready_methods[] = {
+    {"send", (PyCFunction)ready_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))ready_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)ready_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+static PyAsyncMethods ready_async = { ready_await, NULL, NULL, NULL };
+static PyTypeObject ReadyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_gwfast.Ready",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An awaitable that is already finished (its result is None).",
+    .tp_as_async = &ready_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = ready_next,
+    .tp_methods = ready_methods,
+};
+
+static PyObject *stream_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *w, *sid, *req, *ended, *credit, *limit;
+    if (kw != NULL && PyDict_GET_SIZE(kw) != 0) {
+        PyErr_SetString(PyExc_TypeError, "StreamBase takes positional arguments only");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "StreamBase", 6, 6, &w, &sid, &req, &ended, &credit, &limit))
+        return NULL;
+    long long s = PyLong_AsLongLong(sid), c, l;
+    if (s == -1 && PyErr_Occurred()) return NULL;
+    if ((c = PyLong_AsLongLong(credit)) == -1 && PyErr_Occurred()) return NULL;
+    if ((l = PyLong_AsLongLong(limit)) == -1 && PyErr_Occurred()) return NULL;
+    int e = PyObject_IsTrue(ended);
+    if (e < 0) return NULL;
+    PyObject *body;
+    if (e) {
+        body = PyTuple_New(0);      /* no body coming: never filled */
+    } else {
+        if (g_deque == NULL) {
+            PyObject *mod = PyImport_ImportModule("collections");
+            if (mod == NULL) return NULL;
+            g_deque = PyObject_GetAttrString(mod, "deque");
+            Py_DECREF(mod);
+            if (g_deque == NULL) return NULL;
+        }
+        body = PyObject_CallNoArgs(g_deque);
+    }
+    if (body == NULL) return NULL;
+    StreamObject *st = (StreamObject *)type->tp_alloc(type, 0);
+    if (st == NULL) { Py_DECREF(body); return NULL; }
+    st->w = Py_NewRef(w);
+    st->req = Py_NewRef(req);
+    st->body = body;
+    st->sid = s;
+    st->credit = c;
+    st->limit = l;
+    st->req_ended = (char)e;
+    return (PyObject *)st;
+}
+
+static int stream_traverse(StreamObject *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->w);
+    Py_VISIT(st->req);
+    Py_VISIT(st->body);
+    Py_VISIT(st->headers);
+    Py_VISIT(st->waiter);
+    Py_VISIT(st->task);
+    return 0;
+}
+
+static int stream_clear(StreamObject *st)
+{
+    Py_CLEAR(st->w);
+    Py_CLEAR(st->req);
+    Py_CLEAR(st->body);
+    Py_CLEAR(st->headers);
+    Py_CLEAR(st->waiter);
+    Py_CLEAR(st->task);
+    return 0;
+}
+
+static void stream_dealloc(StreamObject *st)
+{
+    PyObject_GC_UnTrack(st);
+    stream_clear(st);
+    Py_TYPE(st)->tp_free((PyObject *)st);
+}
+
+/* wake(): resolve the future a waiting receive()/send() sleeps on. */
+static int stream_wake_(StreamObject *st)
+{
+    PyObject *f = st->waiter;
+    if (f == NULL || f == Py_None) return 0;
+    st->waiter = NULL;
+    PyObject *r = PyObject_CallMethodNoArgs(f, A_done);
+    int done = r == NULL ? -1 : PyObject_IsTrue(r);
+    Py_XDECREF(r);
+    if (done == 0) {
+        r = PyObject_CallMethodOneArg(f, A_set_result, Py_None);
+        done = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(f);
+    return done < 0 ? -1 : 0;
+}
+
+/* finish(): the response direction is complete; the stream leaves the
+ * worker's table (w.streams) and counts as served if it was still there. */
+static int stream_finish_(StreamObject *st)
+{
+    st->done = 1;
+    PyObject *streams = PyObject_GetAttr(st->w, A_streams);
+    if (streams == NULL) return -1;
+    PyObject *key = PyLong_FromLongLong(st->sid);
+    int found = -1;
+    if (key != NULL) {
+        if (PyDict_CheckExact(streams)) {
+            PyObject *v = PyDict_GetItemWithError(streams, key);
+            if (v != NULL) found = PyDict_DelItem(streams, key) < 0 ? -1 : 1;
+            else found = PyErr_Occurred() ? -1 : 0;
+        } else {
+            PyObject *r = PyObject_CallMethod(streams, "pop", "OO", key, Py_None);
+            if (r != NULL) { found = r != Py_None; Py_DECREF(r); }
+        }
+        Py_DECREF(key);
+    }
+    Py_DECREF(streams);
+    if (found < 0) return -1;
+    if (found) {
+        PyObject *n = PyObject_GetAttr(st->w, A_served), *n1 = NULL;
+        if (n != NULL) n1 = PyNumber_Add(n, I_type[1]);
+        Py_XDECREF(n);
+        if (n1 == NULL) return -1;
+        int rc = PyObject_SetAttr(st->w, A_served, n1);
+        Py_DECREF(n1);
+        if (rc < 0) return -1;
+    }
+    return stream_wake_(st);
+}
+
+static PyObject *stream_finish(StreamObject *st, PyObject *unused)
+{
+    if (stream_finish_(st) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *stream_wake(StreamObject *st, PyObject *unused)
+{
+    if (stream_wake_(st) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static inline int str_is(PyObject *a, PyObject *b)   /* b: an interned ASCII constant */
+{
+    if (a == b) return 1;
+    if (!PyUnicode_CheckExact(a) || PyUnicode_READY(a) < 0) return 0;
+    return PyUnicode_KIND(a) == PyUnicode_1BYTE_KIND && PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b)
+        && memcmp(PyUnicode_1BYTE_DATA(a), PyUnicode_1BYTE_DATA(b), (size_t)PyUnicode_GET_LENGTH(b)) == 0;
+}
+
+/* send(message): the common case here, everything else in send_slow(). */
+static PyObject *stream_send(StreamObject *st, PyObject *msg)
+{
+    if (!PyDict_CheckExact(msg) || st->done) goto slow;
+    PyObject *t = PyDict_GetItemWithError(msg, K_type);
+    if (t == NULL) { if (PyErr_Occurred()) return NULL; goto slow; }
+    if (!st->started && str_is(t, S_resp_start)) {
+        PyObject *status = PyDict_GetItemWithError(msg, K_status);
+        if (status == NULL || !PyLong_Check(status)) { if (PyErr_Occurred()) return NULL; goto slow; }
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(status, &overflow);
+        if (overflow || v < 100 || v > 999) goto slow;     /* which raises */
+        PyObject *h = PyDict_GetItemWithError(msg, K_headers);
+        if (h == NULL && PyErr_Occurred()) return NULL;
+        int truth = h == NULL ? 0 : PyObject_IsTrue(h);
+        if (truth < 0) return NULL;
+        PyObject *hv = truth ? Py_NewRef(h) : PyList_New(0);   /* the ref's `or []` */
+        if (hv == NULL) return NULL;
+        st->started = 1;
+        st->status = (int)v;
+        Py_XSETREF(st->headers, hv);
+        return Py_NewRef(g_ready);
+    }
+    if (st->started && !st->head_sent && str_is(t, S_resp_body)) {
+        PyObject *body = PyDict_GetItemWithError(msg, K_body);
+        if (body == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            body = S_emptyb;
+        }
+        if (!PyBytes_CheckExact(body)) goto slow;
+        PyObject *more = PyDict_GetItemWithError(msg, K_more_body);
+        if (more == NULL && PyErr_Occurred()) return NULL;
+        int truth = more == NULL ? 0 : PyObject_IsTrue(more);
+        if (truth < 0) return NULL;
+        long long n = PyBytes_GET_SIZE(body);
+        if (truth || n > st->credit || n > st->limit) goto slow;
+        /* The frame first: if the headers do not encode, nothing changed
+         * and the error reaches the app (then a 500). */
+        PyObject *frame = encode_response((uint32_t)st->sid, (uint32_t)st->status,
+                                          st->headers ? st->headers : Py_None, body, 1);
+        if (frame == NULL) return NULL;
+        st->head_sent = 1;
+        st->credit -= n;
+        st->sent_bytes = n;
+        PyObject *r = NULL;
+        if (stream_finish_(st) == 0) r = PyObject_CallMethodOneArg(st->w, A_put, frame);
+        Py_DECREF(frame);
+        if (r == NULL) return NULL;
+        Py_DECREF(r);
+        return Py_NewRef(g_ready);
+    }
+slow:
+    return PyObject_CallMethodOneArg((PyObject *)st, A_send_slow, msg);
+}
+
+static PyMethodDef stream_methods[] = {
+    {"send", (PyCFunction)stream_send, METH_O,
+     "send(message) -> awaitable: the ASGI send (its common case in C, else send_slow)."},
+    {"finish", (PyCFunction)stream_finish, METH_NOARGS,
+     "finish(): the response is complete; leave w.streams (counted in w.served), wake."},
+    {"wake", (PyCFunction)stream_wake, METH_NOARGS,
+     "wake(): resolve the waiter future, if any."},
+    {NULL, NULL, 0, NULL},
+};
+
+#define SM(name, type, field, flags) {name, type, offsetof(StreamObject, field), flags, NULL}
+static PyMemberDef stream_members[] = {
+    SM("w", T_OBJECT, w, READONLY), SM("sid", T_LONGLONG, sid, READONLY),
+    SM("req", T_OBJECT, req, 0), SM("body", T_OBJECT, body, 0),
+    SM("headers", T_OBJECT, headers, 0), SM("waiter", T_OBJECT, waiter, 0),
+    SM("task", T_OBJECT, task, 0), SM("buffered", T_LONGLONG, buffered, 0),
+    SM("credit", T_LONGLONG, credit, 0), SM("unreturned", T_LONGLONG, unreturned, 0),
+    SM("sent_bytes", T_LONGLONG, sent_bytes, 0), SM("limit", T_LONGLONG, limit, READONLY),
+    SM("status", T_INT, status, 0), SM("req_ended", T_BOOL, req_ended, 0),
+    SM("body_done", T_BOOL, body_done, 0), SM("cancelled", T_BOOL, cancelled, 0),
+    SM("started", T_BOOL, started, 0), SM("head_sent", T_BOOL, head_sent, 0),
+    SM("done", T_BOOL, done, 0),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject StreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_gwfast.StreamBase",
+    .tp_basicsize = sizeof(StreamObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "StreamBase(w, sid, req, ended, credit, limit): an ASGI stream's state; send()'s\n"
+              "common case in C, the rest in the subclass's send_slow(message).",
+    .tp_new = stream_new,
+    .tp_dealloc = (destructor)stream_dealloc,
+    .tp_traverse = (traverseproc)stream_traverse,
+    .tp_clear = (inquiry)stream_clear,
+    .tp_methods = stream_methods,
+    .tp_members = stream_members,
+};
+
+/* ------------------------------------------------------------------------ */
 /* Module                                                                   */
 
 static PyMethodDef gw_methods[] = {
@@ -1577,6 +1897,7 @@ static void gw_free(void *unused)
     Py_CLEAR(c_server); Py_CLEAR(c_server_host); Py_CLEAR(c_server_port);
     Py_CLEAR(c_peer); Py_CLEAR(c_peer_host); Py_CLEAR(c_peer_port);
     Py_CLEAR(c_apeer); Py_CLEAR(c_apeer_t); Py_CLEAR(c_aserver); Py_CLEAR(c_aserver_t);
+    Py_CLEAR(g_deque);
     gwp_decoder_done(&g_dec);
     gwp_buf_free(&g_out);
 }
@@ -1612,7 +1933,16 @@ PyMODINIT_FUNC PyInit__gwfast(void)
         || intern(&K_headers, "headers") || intern(&K_client, "client")
         || intern(&K_server, "server") || intern(&K_state, "state")
         || intern(&K_extensions, "extensions") || intern(&S_v11, "1.1")
-        || intern(&S_v10, "1.0"))
+        || intern(&S_v10, "1.0") || intern(&K_type, "type") || intern(&K_status, "status")
+        || intern(&K_body, "body") || intern(&K_more_body, "more_body")
+        || intern(&S_resp_start, "http.response.start") || intern(&S_resp_body, "http.response.body")
+        || intern(&A_streams, "streams") || intern(&A_served, "served") || intern(&A_put, "put")
+        || intern(&A_send_slow, "send_slow") || intern(&A_done, "done")
+        || intern(&A_set_result, "set_result"))
+        return NULL;
+    if ((S_emptyb = PyBytes_FromStringAndSize("", 0)) == NULL
+        || PyType_Ready(&ReadyType) < 0 || PyType_Ready(&StreamType) < 0
+        || (g_ready = (PyObject *)PyObject_New(PyObject, &ReadyType)) == NULL)
         return NULL;
     for (int i = 1; i < GWP_MSG_MAX; i++)
         if ((I_type[i] = PyLong_FromLong(i)) == NULL) return NULL;
@@ -1622,7 +1952,8 @@ PyMODINIT_FUNC PyInit__gwfast(void)
     PyObject *m = PyModule_Create(&gw_module);
     if (m == NULL) return NULL;
     if (PyModule_AddStringConstant(m, "name", "c") < 0
-        || PyModule_AddIntConstant(m, "CAP", GWP_MAX_PAYLOAD) < 0) {
+        || PyModule_AddIntConstant(m, "CAP", GWP_MAX_PAYLOAD) < 0
+        || PyModule_AddObjectRef(m, "StreamBase", (PyObject *)&StreamType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -30,42 +30,11 @@ class Disconnected(Exception):
     pass
 
 
-_NO_BODY = ()
-
-
-class AStream(object):
-    __slots__ = ("w", "sid", "body", "buffered", "req_ended", "body_done",
-                 "cancelled", "credit", "unreturned", "started", "head_sent",
-                 "done", "status", "headers", "waiter", "task", "req",
-                 "sent_bytes")
-
-    def __init__(self, w, sid, req, ended):
-        self.w = w
-        self.sid = sid
-        self.req = req
-        # no body coming (END on the REQUEST): an empty tuple, never filled
-        self.body = _NO_BODY if ended else collections.deque()
-        self.buffered = 0
-        self.req_ended = ended
-        self.body_done = False      # the last http.request was delivered
-        self.cancelled = False
-        self.credit = w.window
-        self.unreturned = 0
-        self.started = False        # http.response.start seen
-        self.head_sent = False      # RESPONSE frame queued
-        self.done = False           # response direction ended
-        self.status = 0
-        self.headers = None
-        self.waiter = None          # future: body / credit / disconnect
-        self.task = None
-        self.sent_bytes = 0
-
-    def wake(self):
-        f = self.waiter
-        if f is not None:
-            self.waiter = None
-            if not f.done():
-                f.set_result(None)
+class AStream(codec.StreamBase):
+    """One request. Its state, finish(), wake() and send()'s common case
+    (start, then the whole body in one frame) are codec.StreamBase's, in C
+    when the extension is built; the rest of ASGI is here."""
+    __slots__ = ()
 
     async def _wait(self):
         f = self.w.loop.create_future()
@@ -100,14 +69,18 @@ class AStream(object):
                 w.put(codec.window(self.sid, self.unreturned))
             self.unreturned = 0
 
-    async def send(self, message):
+    async def send_slow(self, message):
         t = message["type"]
         if t == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
+            status = int(message["status"])
+            if not 100 <= status <= 999:
+                raise ValueError("status %d out of range 100..999" % status)
+            headers = message.get("headers") or []
             self.started = True
-            self.status = int(message["status"])
-            self.headers = message.get("headers") or []
+            self.status = status
+            self.headers = headers
             return
         if t != "http.response.body":
             if t == "http.response.trailers":
@@ -125,18 +98,22 @@ class AStream(object):
         more = message.get("more_body", False)
         w = self.w
         if not self.head_sent:
-            self.head_sent = True
             n = len(body)
-            if not more and n <= self.credit and n <= w.max_payload - 4096:
-                # the common case: the whole response in one frame
+            if not more and n <= self.credit and n <= self.limit:
+                # the whole response in one frame (encoded first: if the
+                # headers do not encode, nothing changed and the app gets
+                # the error)
+                frame = codec.response(self.sid, self.status, self.headers,
+                                       body, True)
+                self.head_sent = True
                 self.credit -= n
                 self.sent_bytes = n
                 self.finish()
-                w.put(codec.response(self.sid, self.status, self.headers,
-                                     body, True))
+                w.put(frame)
                 return
             w.put(codec.response(self.sid, self.status, self.headers, None,
                                  False))
+            self.head_sent = True
         await self.send_data(body, not more)
         if w.pending > HIGH_WATER:
             await w.drained()
@@ -163,13 +140,6 @@ class AStream(object):
         if end and n == 0:
             self.finish()
             w.put(codec.data_frame(RESP_BODY, self.sid, b"", True))
-
-    def finish(self):
-        self.done = True
-        w = self.w
-        if w.streams.pop(self.sid, None) is not None:
-            w.served += 1
-        self.wake()
 
 
 class AsgiWorker(StreamFrames):
@@ -261,7 +231,8 @@ class AsgiWorker(StreamFrames):
         self.boot.exit_now(0)
 
     def on_request(self, sid, fr):
-        st = AStream(self, sid, fr, fr[1] & F_END)
+        st = AStream(self, sid, fr, fr[1] & F_END, self.window,
+                     self.max_payload - 4096)
         self.streams[sid] = st
         if self.running < self.limit:
             self.running += 1

@@ -5,6 +5,7 @@ spec in proto/PROTOCOL.md is the authority; this module only implements it.
 Self-contained: stdlib + msgpack (Debian's python3-msgpack, C extension).
 """
 
+import collections
 import os
 import struct
 import sys
@@ -449,6 +450,50 @@ def heartbeat(served, inflight, tasks, rss, loop):
                                           "loop": loop}))
 
 
+class StreamBase(object):
+    """An ASGI stream's state (the pure twin of _gwfast.StreamBase, which
+    also does send()'s common case in C). send() here always goes to the
+    subclass's send_slow(message), which is the full behaviour."""
+    __slots__ = ("w", "sid", "req", "body", "headers", "waiter", "task",
+                 "buffered", "credit", "unreturned", "sent_bytes", "limit",
+                 "status", "req_ended", "body_done", "cancelled", "started",
+                 "head_sent", "done")
+
+    def __init__(self, w, sid, req, ended, credit, limit):
+        self.w = w
+        self.sid = sid
+        self.req = req
+        # no body coming (END on the REQUEST): an empty tuple, never filled
+        self.body = () if ended else collections.deque()
+        self.headers = self.waiter = self.task = None
+        self.buffered = self.unreturned = self.sent_bytes = self.status = 0
+        self.credit = credit
+        self.limit = limit          # largest body sent in one frame
+        self.req_ended = bool(ended)
+        self.body_done = False      # the last http.request was delivered
+        self.cancelled = False
+        self.started = False        # http.response.start seen
+        self.head_sent = False      # RESPONSE frame queued
+        self.done = False           # response direction ended
+
+    def send(self, message):
+        return self.send_slow(message)
+
+    def finish(self):
+        self.done = True
+        w = self.w
+        if w.streams.pop(self.sid, None) is not None:
+            w.served += 1
+        self.wake()
+
+    def wake(self):
+        f = self.waiter
+        if f is not None:
+            self.waiter = None
+            if not f.done():
+                f.set_result(None)
+
+
 class _PureCodec(object):
     """The pure-Python codec, as an object with the extension's API."""
     name = "python"
@@ -461,6 +506,7 @@ class _PureCodec(object):
     window = staticmethod(window)
     cancel = staticmethod(cancel)
     heartbeat = staticmethod(heartbeat)
+    StreamBase = StreamBase
 
 
 def _load_codec():
