@@ -17,7 +17,7 @@ import time
 import pytest
 
 from gwharness import (build_request, env_for, log_time, read_gated_stream, read_lines, run_cli,
-                       wait_lines, worker_pid)
+                       wait_lines, wait_until, worker_pid)
 
 
 
@@ -203,3 +203,79 @@ def test_asgi_interface_auto_vs_forced_wsgi(gateway, tmp_dir):
     gw2.wait_log(r"TypeError", since=mark)
     assert read_lines(os.path.join(d_wsgi, "lifespan.log")) == [], "no lifespan under WSGI"
     assert gw2.worker_pids() == [pid]
+
+
+def _status(gw):
+    from test_ctl import status
+    return status(gw)
+
+
+def test_asgi_request_task_and_context(gateway, tmp_dir):
+    """A request starts inside the reader callback and runs until it first
+    waits; one that waits continues in a reused runner task. Still, for the
+    app: one current task for the whole request, its own context (a
+    ContextVar set by an earlier request is not seen), and concurrent
+    waiting requests have distinct tasks. Runners are not counted as the
+    app's background tasks."""
+    gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
+    gw.wait_workers(1)
+    conns = []
+    for i in range(12):
+        c = gw.connect()
+        c.send(build_request("GET", "/task?v=r%d&ms=150" % i))
+        conns.append(c)
+    outs = []
+    for i, c in enumerate(conns):
+        r = c.read_response()
+        assert r.status == 200, r
+        o = json.loads(r.body)
+        assert o["var_at_start"] == "unset" and o["var_at_end"] == "r%d" % i, o
+        assert o["task_same"] is True, o
+        outs.append(o)
+        c.close()
+    assert len({o["task"] for o in outs}) == 12, outs
+    # again, one at a time on the runners the first wave left: nothing leaks
+    for i in range(6):
+        r = gw.get("/task?v=s%d&ms=%d" % (i, i % 2))
+        o = json.loads(r.body)
+        assert (o["var_at_start"], o["var_at_end"], o["task_same"]) == ("unset", "s%d" % i, True), o
+    # the heartbeat's task count: the app's own background tasks only
+    r = gw.get("/bgtask?ms=2500")
+    assert r.status == 200, r
+    wait_until(lambda: _status(gw)["workers"][0]["tasks"] == 1, 4.0, what="tasks == 1")
+    wait_until(lambda: _status(gw)["workers"][0]["tasks"] == 0, 6.0, what="tasks == 0")
+
+
+def test_asgi_anyio_and_self_cancel(gateway, tmp_dir):
+    """anyio's cancel scopes and task groups across waits (they check that
+    a scope is left in the task that entered it); a request that cancels
+    its own task gets the CancelledError at its next wait, and the worker
+    keeps serving."""
+    gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
+    pid = gw.wait_workers(1)[0]
+    for _ in range(3):
+        r = gw.get("/anyio")
+        assert r.status == 200 and r.body == b"cancelled=True", r
+    r = gw.get("/selfcancel?catch=1")
+    assert r.status == 200 and r.body == b"caught", r
+    r = gw.get("/selfcancel")
+    assert r.status == 500, r
+    for _ in range(3):
+        r = gw.get("/task?v=x&ms=5")
+        o = json.loads(r.body)
+        assert r.status == 200 and o["var_at_start"] == "unset" and o["task_same"], o
+        r = gw.get("/pid")
+        assert r.status == 200 and worker_pid(r) == pid, r
+    assert gw.worker_pids() == [pid]
+
+
+@pytest.mark.allow_log(r"error handling GET /badheader|Traceback|^  |^TypeError|^ValueError")
+def test_asgi_bad_response_header_is_500(gateway, tmp_dir):
+    """A header the protocol cannot carry (an int value) fails the app's
+    send(): the client gets 500 at once, not a hung request."""
+    gw = gateway("py:asgi_app:app", "--timeout", "30", workers=1, env=env_for(tmp_dir))
+    t0 = time.monotonic()
+    r = gw.get("/badheader", timeout=8)
+    assert r.status == 500 and time.monotonic() - t0 < 3, r
+    r = gw.get("/pid")
+    assert r.status == 200, r

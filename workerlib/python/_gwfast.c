@@ -35,6 +35,8 @@
  *       C fields, with send()'s common case (start, then the whole body in
  *       one frame) done here; everything else goes to the subclass's
  *       send_slow(message) (gateway_runtime/_asgi.py). See "ASGI stream".
+ *   step(coro, ctx, loop, task) -> FINISHED or the value coro yielded: coro
+ *       run to its first suspension in ctx, task current meanwhile.
  *
  * Differences from the reference: validation is gwp.c's (PROTOCOL.md §3/§5
  * exactly, plus the direction check), which is stricter than msgpack +
@@ -1326,6 +1328,10 @@ static int hdr_part(PyObject *o, gwp_str_t *s, PyObject **own)
     } else if (PyByteArray_Check(o)) {
         if ((*own = PyBytes_FromStringAndSize(PyByteArray_AS_STRING(o),
                                               PyByteArray_GET_SIZE(o))) == NULL) return -1;
+    } else if (PyLong_Check(o)) {     /* bytes(5) would be five NULs */
+        PyErr_Format(PyExc_TypeError, "header name or value must be bytes or str, not %.100s",
+                     Py_TYPE(o)->tp_name);
+        return -1;
     } else {          /* bytes(o), as the reference does: __bytes__, buffers, ... */
         if ((*own = PyObject_CallOneArg((PyObject *)&PyBytes_Type, o)) == NULL) return -1;
     }
@@ -1813,6 +1819,65 @@ slow:
     return PyObject_CallMethodOneArg((PyObject *)st, A_send_slow, msg);
 }
 
+/* step(coro, ctx, loop, task): run coroutine coro up to its first suspension
+ * or its end, in context ctx, with task as the loop's current task (what
+ * asyncio.current_task() returns meanwhile). Returns FINISHED when it ran to
+ * the end (its return value is dropped), else what it yielded (the future it
+ * waits on); its exception propagates. The ASGI worker starts a request
+ * this way, so one that never waits costs no Task of its own. */
+static PyObject *g_enter_task, *g_leave_task;
+static PyObject *g_finished;    /* step()'s "ran to the end" */
+
+static PyObject *gw_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "step(coro, ctx, loop, task)");
+        return NULL;
+    }
+    PyObject *coro = args[0], *ctx = args[1];
+    if (!PyContext_CheckExact(ctx)) {
+        PyErr_SetString(PyExc_TypeError, "step: ctx must be a contextvars.Context");
+        return NULL;
+    }
+    if (g_enter_task == NULL) {
+        PyObject *mod = PyImport_ImportModule("asyncio.tasks");
+        if (mod == NULL) return NULL;
+        g_enter_task = PyObject_GetAttrString(mod, "_enter_task");
+        g_leave_task = g_enter_task ? PyObject_GetAttrString(mod, "_leave_task") : NULL;
+        Py_DECREF(mod);
+        if (g_leave_task == NULL) { Py_CLEAR(g_enter_task); return NULL; }
+    }
+    PyObject *r = PyObject_Vectorcall(g_enter_task, args + 2, 2, NULL);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    PyObject *res = NULL;
+    PySendResult sr = PYGEN_ERROR;
+    if (PyContext_Enter(ctx) == 0) {
+        sr = PyIter_Send(coro, Py_None, &res);
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (PyContext_Exit(ctx) < 0) { Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb); Py_CLEAR(res); sr = PYGEN_ERROR; }
+        else PyErr_Restore(et, ev, tb);
+    }
+    /* _leave_task, with the coroutine's exception (if any) kept aside */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    r = PyObject_Vectorcall(g_leave_task, args + 2, 2, NULL);
+    if (r == NULL) {
+        Py_XDECREF(et); Py_XDECREF(ev); Py_XDECREF(tb);
+        Py_XDECREF(res);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(et, ev, tb);
+    if (sr == PYGEN_ERROR) return NULL;
+    if (sr == PYGEN_RETURN) {
+        Py_DECREF(res);
+        return Py_NewRef(g_finished);
+    }
+    return res;
+}
+
 static PyMethodDef stream_methods[] = {
     {"send", (PyCFunction)stream_send, METH_O,
      "send(message) -> awaitable: the ASGI send (its common case in C, else send_slow)."},
@@ -1878,6 +1943,9 @@ static PyMethodDef gw_methods[] = {
      "cancel(sid, reason) -> bytes: one CANCEL frame."},
     {"heartbeat", (PyCFunction)(void (*)(void))gw_heartbeat, METH_FASTCALL,
      "heartbeat(served, inflight, tasks, rss, loop) -> bytes: one HEARTBEAT frame."},
+    {"step", (PyCFunction)(void (*)(void))gw_step, METH_FASTCALL,
+     "step(coro, ctx, loop, task) -> FINISHED or what coro yielded: coro run to its first\n"
+     "suspension in context ctx with task as the loop's current task."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1898,6 +1966,8 @@ static void gw_free(void *unused)
     Py_CLEAR(c_peer); Py_CLEAR(c_peer_host); Py_CLEAR(c_peer_port);
     Py_CLEAR(c_apeer); Py_CLEAR(c_apeer_t); Py_CLEAR(c_aserver); Py_CLEAR(c_aserver_t);
     Py_CLEAR(g_deque);
+    Py_CLEAR(g_enter_task);
+    Py_CLEAR(g_leave_task);
     gwp_decoder_done(&g_dec);
     gwp_buf_free(&g_out);
 }
@@ -1942,7 +2012,8 @@ PyMODINIT_FUNC PyInit__gwfast(void)
         return NULL;
     if ((S_emptyb = PyBytes_FromStringAndSize("", 0)) == NULL
         || PyType_Ready(&ReadyType) < 0 || PyType_Ready(&StreamType) < 0
-        || (g_ready = (PyObject *)PyObject_New(PyObject, &ReadyType)) == NULL)
+        || (g_ready = (PyObject *)PyObject_New(PyObject, &ReadyType)) == NULL
+        || (g_finished = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)) == NULL)
         return NULL;
     for (int i = 1; i < GWP_MSG_MAX; i++)
         if ((I_type[i] = PyLong_FromLong(i)) == NULL) return NULL;
@@ -1953,7 +2024,8 @@ PyMODINIT_FUNC PyInit__gwfast(void)
     if (m == NULL) return NULL;
     if (PyModule_AddStringConstant(m, "name", "c") < 0
         || PyModule_AddIntConstant(m, "CAP", GWP_MAX_PAYLOAD) < 0
-        || PyModule_AddObjectRef(m, "StreamBase", (PyObject *)&StreamType) < 0) {
+        || PyModule_AddObjectRef(m, "StreamBase", (PyObject *)&StreamType) < 0
+        || PyModule_AddObjectRef(m, "FINISHED", g_finished) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -18,7 +18,16 @@ Side channel: the directory in $GW_TEST_DIR (files the tests poll).
     /boom           raises (the worker answers 500)
     /sleep          awaits asyncio.sleep(10); records a CancelledError in
                     cancelled.log
+    /task?v=V&ms=M  sets a ContextVar to V, sleeps M ms, answers JSON: the
+                    var at entry (must be unset) and after the sleep, whether
+                    asyncio.current_task() stayed the same task, its id
+    /anyio          an anyio cancel scope and a task group across waits
+    /selfcancel     cancels its own task, then waits (?catch=1: catches the
+                    CancelledError and answers 200)
+    /badheader      a header value that is not bytes (the worker answers 500)
+    /bgtask?ms=M    starts a background task (asyncio) sleeping M ms
 """
+import contextvars
 import asyncio
 import hashlib
 import json
@@ -157,4 +166,49 @@ async def app(scope, receive, send):
         _append("cancelled.log", "not cancelled %d" % os.getpid())
         return await _respond(send, 200, b"slept")
 
+    if path == "/task":
+        q = dict(p.split("=", 1) for p in _s(scope["query_string"]).split("&") if "=" in p)
+        at_start = REQ_VAR.get()
+        REQ_VAR.set(q.get("v", ""))
+        t0 = asyncio.current_task()
+        await asyncio.sleep(int(q.get("ms", "0")) / 1000.0)
+        out = {"var_at_start": at_start, "var_at_end": REQ_VAR.get(),
+               "task_same": asyncio.current_task() is t0, "task": id(t0)}
+        return await _respond(send, 200, json.dumps(out).encode())
+
+    if path == "/anyio":
+        import anyio
+        with anyio.move_on_after(0.05) as sc:
+            await anyio.sleep(5)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep, 0.01)
+        return await _respond(send, 200, b"cancelled=%s" % str(sc.cancel_called).encode())
+
+    if path == "/selfcancel":
+        asyncio.current_task().cancel()
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            if b"catch=1" in scope["query_string"]:
+                return await _respond(send, 200, b"caught")
+            raise
+        return await _respond(send, 200, b"not cancelled")
+
+    if path == "/badheader":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-n", 5)]})
+        await send({"type": "http.response.body", "body": b"never"})
+        return
+
+    if path == "/bgtask":
+        ms = int(_s(scope["query_string"]).partition("ms=")[2] or 0)
+        t = asyncio.get_running_loop().create_task(asyncio.sleep(ms / 1000.0))
+        BG.add(t)
+        t.add_done_callback(BG.discard)
+        return await _respond(send, 200, b"started")
+
     return await _respond(send, 404, b"not found")
+
+
+REQ_VAR = contextvars.ContextVar("req", default="unset")
+BG = set()      # strong references to the background tasks

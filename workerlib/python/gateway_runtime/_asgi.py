@@ -10,17 +10,29 @@ when installed), created after fork; every request is a task on it.
 - sync endpoints: Starlette/FastAPI run them in anyio's thread pool; its
   size is --threads when that is above 1 (default 40);
 - the channel is read with add_reader and written once per loop iteration
-  (every frame produced in one iteration leaves in one send).
+  (every frame produced in one iteration leaves in one send);
+- a request starts at once, inside the reader callback, and runs until it
+  first waits (codec.step); most requests never wait and so never need a
+  Task. A request that waits continues in a Runner: a long-lived task that
+  was already the current task (asyncio.current_task()) while the request
+  ran, so anyio's cancel scopes and sniffio see one task for the whole
+  request. Runners are reused, one request at a time; each request still
+  runs in its own copy of the context (contextvars), as in a Task of its
+  own. Python 3.12's eager tasks do the same with a new Task per request.
 """
 
 import asyncio
 import collections
+import contextvars
 import os
 import sys
 import traceback
 
 from ._proto import (F_END, MAX_DATA, RESP_BODY, Malformed, StreamFrames,
                      codec, read_rss)
+
+step = codec.step
+FINISHED = codec.FINISHED
 
 ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 4 << 20          # queued output bytes before send() waits
@@ -142,11 +154,50 @@ class AStream(codec.StreamBase):
             w.put(codec.data_frame(RESP_BODY, self.sid, b"", True))
 
 
+class Runner(object):
+    """A task that runs, one at a time, the requests that waited."""
+    __slots__ = ("task", "st", "handoff", "wakeup", "retired")
+
+    def __init__(self):
+        self.task = self.st = self.handoff = self.wakeup = None
+        self.retired = False
+
+
+class Resume(object):
+    """Awaited by a Runner: continue coroutine coro, which yielded `first`
+    while codec.step ran it, in its own context ctx, until it ends."""
+    __slots__ = ("coro", "first", "ctx")
+
+    def __init__(self, coro, first, ctx):
+        self.coro = coro
+        self.first = first
+        self.ctx = ctx
+
+    def __await__(self):
+        coro, val, run = self.coro, self.first, self.ctx.run
+        self.coro = self.first = self.ctx = None
+        while True:
+            try:
+                sent = yield val
+            except BaseException as e:      # thrown in by the task: cancel()
+                try:
+                    val = run(coro.throw, e)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    val = run(coro.send, sent)
+                except StopIteration:
+                    return
+
+
 class AsgiWorker(StreamFrames):
     def __init__(self, boot, app):
         StreamFrames.__init__(self, boot, app)
         self.running = 0
         self.pending_reqs = collections.deque()
+        self.idle = []              # Runners with no request
+        self.runners = 0
         self.limit = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000")
                          or 1000)
         self.wbuf = b""
@@ -236,7 +287,7 @@ class AsgiWorker(StreamFrames):
         self.streams[sid] = st
         if self.running < self.limit:
             self.running += 1
-            st.task = self.create_task(self.run_request(st))
+            self.dispatch(st)
         else:
             self.pending_reqs.append(st)
 
@@ -249,7 +300,7 @@ class AsgiWorker(StreamFrames):
         if reason == "timeout" and st.task is not None:
             # --timeout: the request's task is cancelled (the app sees
             # http.disconnect first if it is in receive()).
-            self.loop.call_soon(st.task.cancel)
+            self.loop.call_soon(self.cancel_run, st.task, st)
         elif st.task is None:
             try:
                 self.pending_reqs.remove(st)
@@ -257,9 +308,84 @@ class AsgiWorker(StreamFrames):
                 pass
 
     # -- requests ------------------------------------------------------------------
-    def start(self, st):
-        self.running += 1
-        st.task = self.create_task(self.run_request(st))
+    @staticmethod
+    def cancel_run(r, st):
+        if r.st is st:              # still running that request
+            r.task.cancel()
+
+    def dispatch(self, st):
+        """Run request st until it first waits; if it does, its Runner
+        continues it. Called from loop callbacks, never inside a task."""
+        coro = self.run_request(st)
+        if not self.idle:
+            # A runner can take requests once its task has started (a task
+            # cancelled before its first step never runs its code); until
+            # the new one has, this request gets a Task of its own.
+            self.new_runner()
+            r = Runner()
+            r.st = st
+            r.task = self.loop.create_task(coro)
+            st.task = r
+            return
+        r = self.idle.pop()
+        r.st = st
+        st.task = r
+        ctx = contextvars.copy_context()
+        y = step(coro, ctx, self.loop, r.task)
+        if y is FINISHED:
+            r.st = None
+            if r.wakeup is not None and r.wakeup.done():
+                # cancel() reached the runner during the step: that
+                # cancellation is pending in it, so it cannot be reused.
+                r.retired = True
+            else:
+                self.idle.append(r)
+            return
+        r.handoff = (coro, y, ctx)
+        w = r.wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def new_runner(self):
+        r = Runner()
+        r.task = self.loop.create_task(self.run_runner(r), name="gw-runner")
+        self.runners += 1
+        return r
+
+    def retire_runners(self):
+        """End the idle runners (when no request is left)."""
+        for r in self.idle:
+            r.retired = True
+            if r.wakeup is not None and not r.wakeup.done():
+                r.wakeup.set_result(None)
+        self.idle = []
+
+    async def run_runner(self, r):
+        self.idle.append(r)
+        try:
+            while not r.retired:
+                cancelled = False
+                if r.handoff is None:
+                    r.wakeup = self.loop.create_future()
+                    try:
+                        await r.wakeup
+                    except asyncio.CancelledError:
+                        cancelled = True
+                    r.wakeup = None
+                h = r.handoff
+                if h is None:
+                    continue            # retired, or a cancel for a request
+                r.handoff = None        # that had already finished
+                coro, y, ctx = h
+                if cancelled and asyncio.isfuture(y):
+                    y.cancel()          # cancel() during its step: deliver it
+                await Resume(coro, y, ctx)
+                r.st = None
+                if r.task.cancelling():
+                    break               # a cancel still pending: retire
+                self.idle.append(r)
+        finally:
+            self.runners -= 1
 
     def scope(self, st):
         return codec.asgi_scope(st.req, self.scope_base, self.state)
@@ -305,7 +431,8 @@ class AsgiWorker(StreamFrames):
             while self.pending_reqs and self.running < self.limit:
                 nxt = self.pending_reqs.popleft()
                 if not nxt.cancelled:
-                    self.start(nxt)
+                    self.running += 1       # started outside this task
+                    self.loop.call_soon(self.dispatch, nxt)
             if self.quitting and not self.streams and self.done is not None \
                     and not self.done.done():
                 self.done.set_result(None)
@@ -400,7 +527,7 @@ class AsgiWorker(StreamFrames):
     # -- running -------------------------------------------------------------------
     def heartbeat(self):
         # background tasks: all but the requests, main() and the lifespan
-        tasks = len(asyncio.all_tasks(self.loop)) - self.running - 1
+        tasks = len(asyncio.all_tasks(self.loop)) - self.runners - 1
         if self.lifespan is not None and not self.lifespan[0].done():
             tasks -= 1
         self.put(codec.heartbeat(self.served, len(self.streams),
@@ -438,9 +565,10 @@ class AsgiWorker(StreamFrames):
         loop.add_reader(self.fd, self.on_readable)
         if self.heartbeat_s > 0:
             loop.call_later(self.heartbeat_s, self.heartbeat)
-        self.take_input()           # frames that came with HELLO
+        loop.call_soon(self.take_input)     # frames that came with HELLO
         await self.done
         loop.remove_reader(self.fd)
+        self.retire_runners()
         await self.lifespan_shutdown(10.0)
         await self.boot.run_shutdown_hooks()
         self.flush()
@@ -461,7 +589,6 @@ class AsgiWorker(StreamFrames):
             kind = "asyncio"
         asyncio.set_event_loop(loop)
         self.loop = loop
-        self.create_task = loop.create_task
         self.loop_id = "%s:%d:%x" % (kind, os.getpid(), id(loop))
         self.winfo.loop = loop
         self.sock.setblocking(False)

@@ -414,6 +414,9 @@ def _hb(v):
         return v
     if isinstance(v, str):
         return v.encode("latin-1")
+    if isinstance(v, int):      # bytes(5) would be five NULs
+        raise TypeError("header name or value must be bytes or str, not %s"
+                        % type(v).__name__)
     return bytes(v)
 
 
@@ -494,6 +497,23 @@ class StreamBase(object):
                 f.set_result(None)
 
 
+FINISHED = object()
+
+
+def step(coro, ctx, loop, task):
+    """Run coroutine coro to its first suspension or its end, in context
+    ctx, with task as the loop's current task: FINISHED at the end, else
+    what it yielded."""
+    from asyncio.tasks import _enter_task, _leave_task
+    _enter_task(loop, task)
+    try:
+        return ctx.run(coro.send, None)
+    except StopIteration:
+        return FINISHED
+    finally:
+        _leave_task(loop, task)
+
+
 class _PureCodec(object):
     """The pure-Python codec, as an object with the extension's API."""
     name = "python"
@@ -507,6 +527,8 @@ class _PureCodec(object):
     cancel = staticmethod(cancel)
     heartbeat = staticmethod(heartbeat)
     StreamBase = StreamBase
+    step = staticmethod(step)
+    FINISHED = FINISHED
 
 
 def _load_codec():
