@@ -246,6 +246,26 @@ def test_asgi_request_task_and_context(gateway, tmp_dir):
     wait_until(lambda: _status(gw)["workers"][0]["tasks"] == 0, 6.0, what="tasks == 0")
 
 
+def test_asgi_queued_requests_start_in_a_fresh_context(gateway, tmp_dir):
+    """With --worker-connections 2, requests beyond 2 wait in the worker and
+    are started when one ends: in their own context, not in a copy of the
+    one that ended (a ContextVar it set is not seen)."""
+    gw = gateway("py:asgi_app:app", "--worker-connections", "2", workers=1,
+                 env=env_for(tmp_dir))
+    gw.wait_workers(1)
+    conns = []
+    for i in range(6):
+        c = gw.connect()
+        c.send(build_request("GET", "/task?v=q%d&ms=200" % i))
+        conns.append(c)
+    for i, c in enumerate(conns):
+        r = c.read_response()
+        o = json.loads(r.body)
+        assert r.status == 200 and o["var_at_start"] == "unset", o
+        assert o["var_at_end"] == "q%d" % i and o["task_same"], o
+        c.close()
+
+
 def test_asgi_anyio_and_self_cancel(gateway, tmp_dir):
     """anyio's cancel scopes and task groups across waits (they check that
     a scope is left in the task that entered it); a request that cancels

@@ -33,6 +33,7 @@ from ._proto import (F_END, MAX_DATA, RESP_BODY, Malformed, StreamFrames,
 
 step = codec.step
 FINISHED = codec.FINISHED
+asgi_scope = codec.asgi_scope
 
 ASGI_INFO = {"version": "3.0", "spec_version": "2.3"}
 HIGH_WATER = 4 << 20          # queued output bytes before send() waits
@@ -198,6 +199,8 @@ class AsgiWorker(StreamFrames):
         self.pending_reqs = collections.deque()
         self.idle = []              # Runners with no request
         self.runners = 0
+        self.one_frame = self.max_payload - 4096    # largest one-frame body
+        self.base_ctx = contextvars.Context()
         self.limit = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000")
                          or 1000)
         self.wbuf = b""
@@ -283,13 +286,29 @@ class AsgiWorker(StreamFrames):
 
     def on_request(self, sid, fr):
         st = AStream(self, sid, fr, fr[1] & F_END, self.window,
-                     self.max_payload - 4096)
+                     self.one_frame)
         self.streams[sid] = st
-        if self.running < self.limit:
-            self.running += 1
-            self.dispatch(st)
-        else:
+        if self.running >= self.limit:
             self.pending_reqs.append(st)
+            return
+        self.running += 1
+        idle = self.idle
+        if not idle:
+            self.dispatch(st)
+            return
+        # dispatch()'s common case, inline: a parked runner is current while
+        # the request runs; most requests end before they ever wait.
+        r = idle[-1]
+        r.st = st
+        st.task = r
+        coro = self.run_request(st)
+        ctx = self.base_ctx.copy()
+        y = step(coro, ctx, self.loop, r.task)
+        if y is not FINISHED or r.wakeup.done():
+            idle.pop()
+            self.dispatched(r, coro, y, ctx)
+        else:
+            r.st = None
 
     def on_progress(self, st):
         st.wake()
@@ -315,7 +334,8 @@ class AsgiWorker(StreamFrames):
 
     def dispatch(self, st):
         """Run request st until it first waits; if it does, its Runner
-        continues it. Called from loop callbacks, never inside a task."""
+        continues it. Called from loop callbacks, never inside a task
+        (on_request has the common case inline)."""
         coro = self.run_request(st)
         if not self.idle:
             # A runner can take requests once its task has started (a task
@@ -324,26 +344,32 @@ class AsgiWorker(StreamFrames):
             self.new_runner()
             r = Runner()
             r.st = st
-            r.task = self.loop.create_task(coro)
+            r.task = self.loop.create_task(coro, context=self.base_ctx.copy())
             st.task = r
             return
         r = self.idle.pop()
         r.st = st
         st.task = r
-        ctx = contextvars.copy_context()
+        ctx = self.base_ctx.copy()
         y = step(coro, ctx, self.loop, r.task)
+        if y is FINISHED and not r.wakeup.done():
+            r.st = None
+            self.idle.append(r)
+        else:
+            self.dispatched(r, coro, y, ctx)
+
+    @staticmethod
+    def dispatched(r, coro, y, ctx):
+        """After the first step of r's request (r no longer idle): it waits
+        on y, so r continues it; or it ended but a cancel() reached r
+        meanwhile, which is pending in r's task: r cannot be reused."""
         if y is FINISHED:
             r.st = None
-            if r.wakeup is not None and r.wakeup.done():
-                # cancel() reached the runner during the step: that
-                # cancellation is pending in it, so it cannot be reused.
-                r.retired = True
-            else:
-                self.idle.append(r)
-            return
-        r.handoff = (coro, y, ctx)
+            r.retired = True
+        else:
+            r.handoff = (coro, y, ctx)
         w = r.wakeup
-        if w is not None and not w.done():
+        if not w.done():
             w.set_result(None)
 
     def new_runner(self):
@@ -354,28 +380,28 @@ class AsgiWorker(StreamFrames):
 
     def retire_runners(self):
         """End the idle runners (when no request is left)."""
-        for r in self.idle:
+        idle, self.idle = self.idle, []
+        for r in idle:
             r.retired = True
-            if r.wakeup is not None and not r.wakeup.done():
+            if not r.wakeup.done():
                 r.wakeup.set_result(None)
-        self.idle = []
 
     async def run_runner(self, r):
-        self.idle.append(r)
+        """A runner's task: parked on r.wakeup while idle (a runner is in
+        self.idle exactly while it is parked)."""
         try:
             while not r.retired:
+                r.wakeup = self.loop.create_future()
+                self.idle.append(r)
                 cancelled = False
-                if r.handoff is None:
-                    r.wakeup = self.loop.create_future()
-                    try:
-                        await r.wakeup
-                    except asyncio.CancelledError:
-                        cancelled = True
-                    r.wakeup = None
+                try:
+                    await r.wakeup
+                except asyncio.CancelledError:
+                    cancelled = True
                 h = r.handoff
                 if h is None:
-                    continue            # retired, or a cancel for a request
-                r.handoff = None        # that had already finished
+                    continue            # retired
+                r.handoff = None
                 coro, y, ctx = h
                 if cancelled and asyncio.isfuture(y):
                     y.cancel()          # cancel() during its step: deliver it
@@ -383,12 +409,8 @@ class AsgiWorker(StreamFrames):
                 r.st = None
                 if r.task.cancelling():
                     break               # a cancel still pending: retire
-                self.idle.append(r)
         finally:
             self.runners -= 1
-
-    def scope(self, st):
-        return codec.asgi_scope(st.req, self.scope_base, self.state)
 
     async def run_request(self, st):
         hooks = self.hooks
@@ -399,7 +421,7 @@ class AsgiWorker(StreamFrames):
             req_obj = Request(st.sid, r[3], r[4], r[5], r[6], r[7], r[8],
                               r[9])
             hooks.call("pre_request", self.winfo, req_obj)
-        scope = self.scope(st)
+        scope = asgi_scope(st.req, self.scope_base, self.state)
         try:
             await self.app(scope, st.receive, st.send)
             if not st.done and not st.cancelled:
@@ -428,14 +450,20 @@ class AsgiWorker(StreamFrames):
                 self.winfo.nr = self.served
                 hooks.post_request(self.winfo, req_obj, scope, st.status,
                                    st.headers, st.sent_bytes)
-            while self.pending_reqs and self.running < self.limit:
-                nxt = self.pending_reqs.popleft()
-                if not nxt.cancelled:
-                    self.running += 1       # started outside this task
-                    self.loop.call_soon(self.dispatch, nxt)
-            if self.quitting and not self.streams and self.done is not None \
-                    and not self.done.done():
-                self.done.set_result(None)
+            if self.pending_reqs or self.quitting:
+                self.after_request()
+
+    def after_request(self):
+        """A request ended: start queued ones (outside this task); on a
+        graceful stop, finish once the last one is done."""
+        while self.pending_reqs and self.running < self.limit:
+            nxt = self.pending_reqs.popleft()
+            if not nxt.cancelled:
+                self.running += 1
+                self.loop.call_soon(self.dispatch, nxt)
+        if self.quitting and not self.streams and self.done is not None \
+                and not self.done.done():
+            self.done.set_result(None)
 
     def fail(self, st):
         if st.done:
@@ -562,6 +590,10 @@ class AsgiWorker(StreamFrames):
         if err is not None:
             self.boot.fatal(err)
         ready()
+        # Every request starts in a copy of this context (as a Task made in
+        # the reader callback would), never in the one of the request whose
+        # end started it.
+        self.base_ctx = contextvars.copy_context()
         loop.add_reader(self.fd, self.on_readable)
         if self.heartbeat_s > 0:
             loop.call_later(self.heartbeat_s, self.heartbeat)
