@@ -199,6 +199,7 @@ class AsgiWorker(StreamFrames):
         self.pending_reqs = collections.deque()
         self.idle = []              # Runners with no request
         self.runners = 0
+        self.own_tasks = 0          # requests in a Task of their own
         self.one_frame = self.max_payload - 4096    # largest one-frame body
         self.base_ctx = contextvars.Context()
         self.limit = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000")
@@ -292,23 +293,7 @@ class AsgiWorker(StreamFrames):
             self.pending_reqs.append(st)
             return
         self.running += 1
-        idle = self.idle
-        if not idle:
-            self.dispatch(st)
-            return
-        # dispatch()'s common case, inline: a parked runner is current while
-        # the request runs; most requests end before they ever wait.
-        r = idle[-1]
-        r.st = st
-        st.task = r
-        coro = self.run_request(st)
-        ctx = self.base_ctx.copy()
-        y = step(coro, ctx, self.loop, r.task)
-        if y is not FINISHED or r.wakeup.done():
-            idle.pop()
-            self.dispatched(r, coro, y, ctx)
-        else:
-            r.st = None
+        self.start(st)
 
     def on_progress(self, st):
         st.wake()
@@ -332,12 +317,13 @@ class AsgiWorker(StreamFrames):
         if r.st is st:              # still running that request
             r.task.cancel()
 
-    def dispatch(self, st):
-        """Run request st until it first waits; if it does, its Runner
-        continues it. Called from loop callbacks, never inside a task
-        (on_request has the common case inline)."""
+    def start(self, st):
+        """Run request st until it first waits, with a parked runner as the
+        current task; if it waits, that runner continues it. Called from
+        loop callbacks, never inside a task."""
+        idle = self.idle
         coro = self.run_request(st)
-        if not self.idle:
+        if not idle:
             # A runner can take requests once its task has started (a task
             # cancelled before its first step never runs its code); until
             # the new one has, this request gets a Task of its own.
@@ -345,32 +331,32 @@ class AsgiWorker(StreamFrames):
             r = Runner()
             r.st = st
             r.task = self.loop.create_task(coro, context=self.base_ctx.copy())
+            r.task.add_done_callback(self.own_task_done)
+            self.own_tasks += 1
             st.task = r
             return
-        r = self.idle.pop()
+        r = idle[-1]                # left in the list if it stays idle
         r.st = st
         st.task = r
         ctx = self.base_ctx.copy()
         y = step(coro, ctx, self.loop, r.task)
-        if y is FINISHED and not r.wakeup.done():
-            r.st = None
-            self.idle.append(r)
-        else:
-            self.dispatched(r, coro, y, ctx)
-
-    @staticmethod
-    def dispatched(r, coro, y, ctx):
-        """After the first step of r's request (r no longer idle): it waits
-        on y, so r continues it; or it ended but a cancel() reached r
-        meanwhile, which is pending in r's task: r cannot be reused."""
+        w = r.wakeup
+        if y is FINISHED and not w.done():
+            r.st = None             # the common case: it never waited
+            return
+        idle.pop()
         if y is FINISHED:
+            # It ended, but a cancel() reached r during the step and is
+            # pending in r's task: r cannot be reused.
             r.st = None
             r.retired = True
         else:
             r.handoff = (coro, y, ctx)
-        w = r.wakeup
-        if not w.done():
-            w.set_result(None)
+            if not w.done():
+                w.set_result(None)
+
+    def own_task_done(self, task):
+        self.own_tasks -= 1
 
     def new_runner(self):
         r = Runner()
@@ -460,7 +446,7 @@ class AsgiWorker(StreamFrames):
             nxt = self.pending_reqs.popleft()
             if not nxt.cancelled:
                 self.running += 1
-                self.loop.call_soon(self.dispatch, nxt)
+                self.loop.call_soon(self.start, nxt)
         if self.quitting and not self.streams and self.done is not None \
                 and not self.done.done():
             self.done.set_result(None)
@@ -554,8 +540,10 @@ class AsgiWorker(StreamFrames):
 
     # -- running -------------------------------------------------------------------
     def heartbeat(self):
-        # background tasks: all but the requests, main() and the lifespan
-        tasks = len(asyncio.all_tasks(self.loop)) - self.runners - 1
+        # background tasks: all but the runners, requests in a Task of their
+        # own, main() and the lifespan
+        tasks = len(asyncio.all_tasks(self.loop)) - self.runners \
+            - self.own_tasks - 1
         if self.lifespan is not None and not self.lifespan[0].done():
             tasks -= 1
         self.put(codec.heartbeat(self.served, len(self.streams),
