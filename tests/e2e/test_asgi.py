@@ -210,6 +210,27 @@ def _status(gw):
     return status(gw)
 
 
+def _concurrent_tasks(gw, prefix, n, ms):
+    """n /task requests at once, each on its own connection: every one
+    starts with the ContextVar unset, ends with its own value and keeps one
+    current task. Their JSON answers."""
+    conns = []
+    for i in range(n):
+        c = gw.connect()
+        c.send(build_request("GET", "/task?v=%s%d&ms=%d" % (prefix, i, ms)))
+        conns.append(c)
+    outs = []
+    for i, c in enumerate(conns):
+        r = c.read_response()
+        assert r.status == 200, r
+        o = json.loads(r.body)
+        assert o["var_at_start"] == "unset" and o["var_at_end"] == "%s%d" % (prefix, i), o
+        assert o["task_same"] is True, o
+        outs.append(o)
+        c.close()
+    return outs
+
+
 def test_asgi_request_task_and_context(gateway, tmp_dir):
     """A request starts inside the reader callback and runs until it first
     waits; one that waits continues in a reused runner task. Still, for the
@@ -219,20 +240,7 @@ def test_asgi_request_task_and_context(gateway, tmp_dir):
     app's background tasks."""
     gw = gateway("py:asgi_app:app", workers=1, env=env_for(tmp_dir))
     gw.wait_workers(1)
-    conns = []
-    for i in range(12):
-        c = gw.connect()
-        c.send(build_request("GET", "/task?v=r%d&ms=150" % i))
-        conns.append(c)
-    outs = []
-    for i, c in enumerate(conns):
-        r = c.read_response()
-        assert r.status == 200, r
-        o = json.loads(r.body)
-        assert o["var_at_start"] == "unset" and o["var_at_end"] == "r%d" % i, o
-        assert o["task_same"] is True, o
-        outs.append(o)
-        c.close()
+    outs = _concurrent_tasks(gw, "r", 12, 150)
     assert len({o["task"] for o in outs}) == 12, outs
     # again, one at a time on the runners the first wave left: nothing leaks
     for i in range(6):
@@ -253,17 +261,7 @@ def test_asgi_queued_requests_start_in_a_fresh_context(gateway, tmp_dir):
     gw = gateway("py:asgi_app:app", "--worker-connections", "2", workers=1,
                  env=env_for(tmp_dir))
     gw.wait_workers(1)
-    conns = []
-    for i in range(6):
-        c = gw.connect()
-        c.send(build_request("GET", "/task?v=q%d&ms=200" % i))
-        conns.append(c)
-    for i, c in enumerate(conns):
-        r = c.read_response()
-        o = json.loads(r.body)
-        assert r.status == 200 and o["var_at_start"] == "unset", o
-        assert o["var_at_end"] == "q%d" % i and o["task_same"], o
-        c.close()
+    _concurrent_tasks(gw, "q", 6, 200)
 
 
 def test_asgi_anyio_and_self_cancel(gateway, tmp_dir):
