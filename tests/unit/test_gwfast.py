@@ -1784,3 +1784,114 @@ def test_stream_no_leaks():
             except TypeError:
                 pass
     assert _traced(work, 3000) < 8192
+
+
+# ---------------------------------------------------------------------------
+# step(): a coroutine's first step with a given current task, in a given context
+
+import asyncio  # noqa: E402
+import contextvars  # noqa: E402
+
+CV = contextvars.ContextVar("cv", default="unset")
+
+
+def in_loop(loop, fn, *args):
+    """fn(*args) in a callback of the running loop (outside any task), as
+    the worker's reader callback calls step()."""
+    f = loop.create_future()
+
+    def cb():
+        try:
+            f.set_result(("ok", fn(*args)))
+        except Exception as e:
+            f.set_result(("raise", e))
+    loop.call_soon(cb)
+    return loop.run_until_complete(f)
+
+
+@pytest.mark.parametrize("mod", [C, P], ids=["C", "ref"])
+def test_step(mod):
+    loop = asyncio.new_event_loop()
+    seen = {}
+
+    async def parked():
+        await loop.create_future()
+
+    async def ends(v):
+        seen["task"] = asyncio.current_task()
+        seen["before"] = CV.get()
+        CV.set(v)
+        return "dropped"
+
+    async def waits():
+        seen["task"] = asyncio.current_task()
+        await fut
+        seen["resumed"] = True
+
+    async def raises():
+        raise KeyError("k")
+
+    async def outside():
+        return asyncio.current_task()
+
+    try:
+        task = loop.create_task(parked())
+        loop.run_until_complete(asyncio.sleep(0))
+        ctx = contextvars.copy_context()
+        assert in_loop(loop, mod.step, ends("x"), ctx, loop, task) == ("ok", mod.FINISHED)
+        assert seen["task"] is task and seen["before"] == "unset"
+        assert ctx[CV] == "x" and CV.get() == "unset"       # set in ctx only
+        assert in_loop(loop, asyncio.current_task) == ("ok", None)    # left again
+        fut = loop.create_future()
+        c = waits()
+        assert in_loop(loop, mod.step, c, contextvars.copy_context(), loop, task) == ("ok", fut)
+        assert seen["task"] is task
+        fut.set_result(None)
+        with pytest.raises(StopIteration):
+            c.send(None)
+        assert seen["resumed"]
+        r = in_loop(loop, mod.step, raises(), contextvars.copy_context(), loop, task)
+        assert r[0] == "raise" and isinstance(r[1], KeyError), r
+        assert in_loop(loop, asyncio.current_task) == ("ok", None)
+        o = outside()
+        r = in_loop(loop, ctx.run, mod.step, o, ctx, loop, task)   # ctx entered twice
+        assert r[0] == "raise" and isinstance(r[1], RuntimeError), r
+        assert in_loop(loop, asyncio.current_task) == ("ok", None)
+
+        async def inside():                                 # another task is current
+            return mod.step(o, contextvars.copy_context(), loop, task)
+        with pytest.raises(RuntimeError):
+            loop.run_until_complete(inside())
+        if mod is C:
+            with pytest.raises(TypeError):
+                mod.step(o, {}, loop, task)
+        o.close()
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    finally:
+        loop.close()
+
+
+def test_step_no_leaks():
+    loop = asyncio.new_event_loop()
+
+    async def parked():
+        await loop.create_future()
+
+    async def ends():
+        CV.set("y")
+
+    async def raises():
+        raise ValueError("v")
+    task = loop.create_task(parked())
+    loop.run_until_complete(asyncio.sleep(0))
+
+    def work():
+        in_loop(loop, C.step, ends(), contextvars.copy_context(), loop, task)
+        in_loop(loop, C.step, raises(), contextvars.copy_context(), loop, task)
+    try:
+        assert _traced(work, 3000) < 8192
+    finally:
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        loop.close()
