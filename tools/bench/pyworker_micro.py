@@ -12,7 +12,9 @@ directly with a fixed scope in one task, without the runtime: the
 framework's own cost, to subtract from asgi's.
 
 What it leaves out (the socket syscalls and the master) is measured by
-tools/bench/pybench.sh; this isolates the interpreter's share.
+tools/bench/pybench.sh; this isolates the interpreter's share. ONCE=1 runs
+one pass of N requests and prints nothing (tools/bench/pyworker_ir.sh counts
+its instructions under callgrind, which unlike the timing is repeatable).
 """
 import os
 import sys
@@ -161,6 +163,9 @@ if __name__ == "__main__":
         globals()["asgi_app"] = getattr(importlib.import_module(mod), var or "app")
     fn = {"asgi": bench_asgi_only, "asgi-alone": bench_asgi_alone}.get(
         kind, bench_wsgi_only)
+    if os.environ.get("ONCE"):
+        fn(n)           # one pass, no timing: for pyworker_ir.sh (callgrind)
+        sys.exit(0)
     fn(n // 10)
     best = min(fn(n) for _ in range(3))
     print("%s%s (codec %s): %.2f us per request (in-process, no sockets)"
