@@ -1717,18 +1717,15 @@ static int stream_finish_(StreamObject *st)
     st->done = 1;
     PyObject *streams = PyObject_GetAttr(st->w, A_streams);
     if (streams == NULL) return -1;
-    PyObject *key = PyLong_FromLongLong(st->sid);
+    PyObject *key = PyDict_Check(streams) ? PyLong_FromLongLong(st->sid) : NULL;
     int found = -1;
     if (key != NULL) {
-        if (PyDict_CheckExact(streams)) {
-            PyObject *v = PyDict_GetItemWithError(streams, key);
-            if (v != NULL) found = PyDict_DelItem(streams, key) < 0 ? -1 : 1;
-            else found = PyErr_Occurred() ? -1 : 0;
-        } else {
-            PyObject *r = PyObject_CallMethod(streams, "pop", "OO", key, Py_None);
-            if (r != NULL) { found = r != Py_None; Py_DECREF(r); }
-        }
+        PyObject *v = PyDict_GetItemWithError(streams, key);
+        if (v != NULL) found = PyDict_DelItem(streams, key) < 0 ? -1 : 1;
+        else found = PyErr_Occurred() ? -1 : 0;
         Py_DECREF(key);
+    } else if (!PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "StreamBase: w.streams must be a dict");
     }
     Py_DECREF(streams);
     if (found < 0) return -1;

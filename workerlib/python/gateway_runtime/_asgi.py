@@ -200,7 +200,6 @@ class AsgiWorker(StreamFrames):
         self.idle = []              # Runners with no request
         self.runners = 0
         self.own_tasks = 0          # requests in a Task of their own
-        self.one_frame = self.max_payload - 4096    # largest one-frame body
         self.base_ctx = contextvars.Context()
         self.limit = int(os.environ.get("GATEWAY_WORKER_CONNECTIONS", "1000")
                          or 1000)
@@ -287,7 +286,7 @@ class AsgiWorker(StreamFrames):
 
     def on_request(self, sid, fr):
         st = AStream(self, sid, fr, fr[1] & F_END, self.window,
-                     self.one_frame)
+                     self.max_body)
         self.streams[sid] = st
         if self.running >= self.limit:
             self.pending_reqs.append(st)

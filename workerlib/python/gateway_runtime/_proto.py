@@ -168,6 +168,7 @@ class StreamFrames(object):
         self.app = app
         self.window = boot.window
         self.max_payload = boot.enc.max_payload
+        self.max_body = self.max_payload - 4096     # one RESPONSE frame's body
         self.heartbeat_s = boot.heartbeat_s
         self.slot = boot.slot
         self.hooks = boot.config

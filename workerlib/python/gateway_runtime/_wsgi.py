@@ -218,7 +218,6 @@ class WsgiWorker(StreamFrames):
         self.queue = []
         self.idle = False
         self.loop_id = "python-wsgi:%d" % os.getpid()
-        self.max_body = self.max_payload - 4096    # one RESPONSE frame's body
         self.base_env = {
             "SCRIPT_NAME": "",
             "wsgi.version": (1, 0),
