@@ -1216,10 +1216,10 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
     if (resp->status < 200 || resp->status > 999) { resp_bad(r, "status out of range"); return; }
     gw_conn_t *c = r->conn;
     int end = (m->frame.flags & GWP_F_END) != 0;
-    r->resp_started = 1;
-    r->status = (int)resp->status;
-    if (r->alog) alog_capture_response(r, resp);
-    if (!c) {
+    if (!c) {   /* the client is gone: nothing to check, nothing to send */
+        r->resp_started = 1;
+        r->status = (int)resp->status;
+        if (r->alog) alog_capture_response(r, resp);
         if (end) req_complete(r);
         return;
     }
@@ -1248,6 +1248,10 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
         } else if (cls == HF_SERVER) has_server = 1;
         else if (cls == HF_DATE) has_date = 1;
     }
+    /* Checked before it counts as started: a refused head still gets a 502. */
+    r->resp_started = 1;
+    r->status = (int)resp->status;
+    if (r->alog) alog_capture_response(r, resp);
     uint64_t length = 0;
     int known = 0;
     if (end) { length = resp->body.len; known = 1; }

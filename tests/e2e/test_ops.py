@@ -77,6 +77,33 @@ def test_stuck_worker_is_aborted_and_replaced(gateway):
         assert gw.get("/").status == 200
 
 
+@pytest.mark.allow_log(r"bad response on stream \d+: (invalid header field|bad Content-Length)")
+def test_refused_response_head_is_502_and_worker_keeps_serving(gateway):
+    """A head the front will not forward (a control byte in a value, a
+    Content-Length that is not a number) gets a 502 and a closed connection,
+    never a silent close; the worker stays and serves the next request, and a
+    keep-alive client of the same worker is unaffected."""
+    gw = gateway("misbehave", workers=1)
+    pid = gw.wait_workers(1)[0]
+    other = gw.connect()
+    other.send(build_request("GET", "/"))
+    assert other.read_response().status == 200
+    for target, why in (("/badheader", "invalid header field"),
+                        ("/badlength", "bad Content-Length")):
+        c = gw.connect()
+        c.send(build_request("GET", target))
+        r = c.read_response()
+        assert r.status == 502, r
+        assert b"never seen" not in r.body, r
+        assert c.closed_by_peer(), "connection left open after a refused head"
+        c.close()
+        gw.wait_log(r"worker 0: bad response on stream \d+: " + why)
+    other.send(build_request("GET", "/"))
+    r = other.read_response()
+    assert r.status == 200 and r.body == b"ok\n", r
+    assert gw.worker_pids() == [pid]
+
+
 def test_max_requests_recycles(gateway):
     gw = gateway("hello", "--max-requests", "5", workers=1)
     first = gw.wait_workers(1)[0]

@@ -7,6 +7,9 @@
  *                     --timeout the master logs WORKER TIMEOUT and aborts it.
  *   GET /hog?mb=N     allocates and keeps N MB (default 64), touching every
  *                     page, so resident memory grows (--max-worker-memory).
+ *   GET /badheader    a response head the front refuses (a control byte in a
+ *                     value, which workerlib lets through): the client gets 502.
+ *   GET /badlength    a Content-Length that is not a number: 502 as well.
  *   anything else     200 "ok\n" at once.
  *
  * Every answer carries X-Worker-Pid. Runs in a worker, on its loop thread.
@@ -52,6 +55,10 @@ static void misbehave(gwl_req_t *req, void *data)
         }
         snprintf(body, sizeof(body), "holding %ld MB more\n", p ? mb : 0);
         answer(req, body);
+    } else if (strcmp(path, "/badheader") == 0 || strcmp(path, "/badlength") == 0) {
+        if (path[4] == 'h') gwl_resp_header(req, "X-Bad", "a\001b");
+        else gwl_resp_header(req, "Content-Length", "12x");
+        gwl_respond(req, 200, "text/plain", "never seen\n", 11);
     } else {
         answer(req, "ok\n");
     }
