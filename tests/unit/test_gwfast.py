@@ -1259,6 +1259,29 @@ def test_asgi_scope_addresses(addr):
     both_scope(req_tuple(server=addr, peer=addr))
 
 
+def test_addresses_interleaved_through_the_cache():
+    """Many client addresses interleaved (a worker serving many keep-alive
+    connections), more than the address cache holds, each seen by environ and
+    by asgi_scope in turn: every answer is the reference's, whatever was cached
+    before (collisions, an entry first filled for environ, str subclasses)."""
+    class S(str):
+        pass
+    rnd = random.Random(SEED + 11)
+    fixed = ["", "unix", "h:", ":", "[::1]:443", "[::1]", "a:b:c", "[[x]]:9", "h\u00e9:1",
+             "\udcff:\udcfe", "h:+1", "h:99999999999999999999"]
+    addrs = fixed + ["10.0.%d.%d:%d" % (i % 7, i, 30000 + i) for i in range(300)] \
+        + ["[fe80::%x]:%d" % (i, i) for i in range(1, 60)]
+    for i in range(4000):
+        peer = rnd.choice(addrs)
+        if rnd.random() < 0.05:
+            peer = S(peer)
+        req = req_tuple(peer=peer, server=rnd.choice(("127.0.0.1:8000", "[::1]:8000", "unix")))
+        if rnd.random() < 0.5:
+            both_environ(req)
+        else:
+            both_scope(req)
+
+
 @pytest.mark.parametrize("path", [
     b"/", b"", b"%", b"%%", b"%2", b"/%2", b"%2f", b"%2F%2f", b"%zz", b"%%41", b"%4", b"%41%",
     b"/a%C3%A9", b"%ff%FE", b"/\xe9", b"/\xc3\xa9", b"%00", b"%%%", b"a%4g", b"%G1",

@@ -728,29 +728,57 @@ static inline int str_same(PyObject *a, PyObject *b)
     return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * PyUnicode_KIND(a)) == 0;
 }
 
-/* One-entry caches: the listener address repeats on every request, the
- * client address on every request of a keep-alive connection. */
-static PyObject *c_server, *c_server_host, *c_server_port;
-static PyObject *c_peer, *c_peer_host, *c_peer_port;
+/* Address cache: "host:port" text -> its parts, computed once per distinct
+ * address. The listener's address repeats on every request; a client's on
+ * every request of its keep-alive connection, and a worker sees many
+ * connections interleaved (a one-entry cache missed on almost every request
+ * under load). Direct-mapped on the str's hash; an entry owns its objects. */
+#define AC_SIZE 128
+typedef struct {
+    PyObject *s;       /* the address text (exact str) */
+    PyObject *host;    /* str: host with [] stripped */
+    PyObject *port;    /* str: the port text, "" if none */
+    PyObject *tup;     /* ASGI (host, int port) or None; NULL until asked for */
+} ac_ent_t;
+static ac_ent_t acache[AC_SIZE];
 
-static int addr_cached(PyObject *s, PyObject **cs, PyObject **ch, PyObject **cp,
-                       PyObject **host, PyObject **port)
+static void ac_clear(void)
 {
-    if (PyUnicode_CheckExact(s) && str_same(s, *cs)) {
-        *host = Py_NewRef(*ch);
-        *port = Py_NewRef(*cp);
-        return 0;
+    for (size_t i = 0; i < AC_SIZE; i++) {
+        Py_CLEAR(acache[i].s); Py_CLEAR(acache[i].host);
+        Py_CLEAR(acache[i].port); Py_CLEAR(acache[i].tup);
     }
-    if (split_addr(s, host, port) < 0) return -1;
-    if (PyUnicode_CheckExact(s)) {
-        PyObject *o1 = *cs, *o2 = *ch, *o3 = *cp;
-        *cs = Py_NewRef(s);
-        *ch = Py_NewRef(*host);
-        *cp = Py_NewRef(*port);
-        Py_XDECREF(o1);
-        Py_XDECREF(o2);
-        Py_XDECREF(o3);
-    }
+}
+
+/* The cache entry for s (an exact str), filled; NULL with an exception set. */
+static ac_ent_t *addr_entry(PyObject *s)
+{
+    Py_hash_t h = PyObject_Hash(s);
+    if (h == -1) return NULL;
+    ac_ent_t *e = &acache[(size_t)h & (AC_SIZE - 1)];
+    if (e->s != NULL && str_same(s, e->s)) return e;
+    PyObject *host, *port;
+    if (split_addr(s, &host, &port) < 0) return NULL;
+    PyObject *o1 = e->s, *o2 = e->host, *o3 = e->port, *o4 = e->tup;
+    e->s = Py_NewRef(s);
+    e->host = host;
+    e->port = port;
+    e->tup = NULL;
+    Py_XDECREF(o1);     /* str and tuples of str/int: no Python code runs */
+    Py_XDECREF(o2);
+    Py_XDECREF(o3);
+    Py_XDECREF(o4);
+    return e;
+}
+
+/* host and port (new references) of address s. */
+static int addr_cached(PyObject *s, PyObject **host, PyObject **port)
+{
+    if (!PyUnicode_CheckExact(s)) return split_addr(s, host, port);
+    ac_ent_t *e = addr_entry(s);
+    if (e == NULL) return -1;
+    *host = Py_NewRef(e->host);
+    *port = Py_NewRef(e->port);
     return 0;
 }
 
@@ -951,8 +979,7 @@ static PyObject *gw_environ(PyObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *env = env_new(base, nh);
     if (env == NULL) return NULL;
     PyObject *host = NULL, *port = NULL, *phost = NULL, *pport = NULL;
-    if (addr_cached(server, &c_server, &c_server_host, &c_server_port, &host, &port) < 0
-        || addr_cached(peer, &c_peer, &c_peer_host, &c_peer_port, &phost, &pport) < 0)
+    if (addr_cached(server, &host, &port) < 0 || addr_cached(peer, &phost, &pport) < 0)
         goto fail;
 
     const char *pp = PyBytes_AS_STRING(path), *tp = PyBytes_AS_STRING(target);
@@ -1130,40 +1157,40 @@ static PyObject *K_http_version, *K_method, *K_scheme, *K_path, *K_raw_path,
                 *K_extensions, *S_v11, *S_v10;
 static tmpl_t scope_tmpl;
 
-/* split_hostport: "host:port" / "[v6]:port" -> (host, int port or None);
- * "" and "unix" -> None. */
-static PyObject *host_port(PyObject *s)
+/* (host, int port or None) from split_addr's parts (borrowed). */
+static PyObject *host_port_tuple(PyObject *host, PyObject *port)
 {
-    if (PyUnicode_GET_LENGTH(s) == 0 || PyUnicode_CompareWithASCIIString(s, "unix") == 0)
-        return Py_NewRef(Py_None);
-    PyObject *host, *port, *pn;
-    if (split_addr(s, &host, &port) < 0) return NULL;
     Py_ssize_t n = PyUnicode_GET_LENGTH(port), i = 0;
     if (PyUnicode_IS_ASCII(port))
         for (; i < n; i++)
             if ((unsigned)(PyUnicode_1BYTE_DATA(port)[i] - (unsigned)'0') > 9u) break;
-    pn = (n > 0 && i == n) ? PyLong_FromUnicodeObject(port, 10) : Py_NewRef(Py_None);
-    Py_DECREF(port);
-    if (pn == NULL) { Py_DECREF(host); return NULL; }
+    PyObject *pn = (n > 0 && i == n) ? PyLong_FromUnicodeObject(port, 10) : Py_NewRef(Py_None);
+    if (pn == NULL) return NULL;
     PyObject *t = PyTuple_New(2);
-    if (t == NULL) { Py_DECREF(host); Py_DECREF(pn); return NULL; }
-    PyTuple_SET_ITEM(t, 0, host);
+    if (t == NULL) { Py_DECREF(pn); return NULL; }
+    PyTuple_SET_ITEM(t, 0, Py_NewRef(host));
     PyTuple_SET_ITEM(t, 1, pn);
     return t;
 }
 
-/* One-entry caches, as for environ: the tuple is immutable, so shared. */
-static PyObject *c_apeer, *c_apeer_t, *c_aserver, *c_aserver_t;
-
-static PyObject *host_port_cached(PyObject *s, PyObject **cs, PyObject **ct)
+/* split_hostport: "host:port" / "[v6]:port" -> (host, int port or None);
+ * "" and "unix" -> None. The tuple is immutable, so the cache shares it. */
+static PyObject *host_port_cached(PyObject *s)
 {
-    if (PyUnicode_CheckExact(s) && str_same(s, *cs)) return Py_NewRef(*ct);
-    PyObject *t = host_port(s);
-    if (t != NULL && PyUnicode_CheckExact(s)) {
-        Py_XSETREF(*cs, Py_NewRef(s));
-        Py_XSETREF(*ct, Py_NewRef(t));
+    if (PyUnicode_GET_LENGTH(s) == 0 || PyUnicode_CompareWithASCIIString(s, "unix") == 0)
+        return Py_NewRef(Py_None);
+    if (!PyUnicode_CheckExact(s)) {
+        PyObject *host, *port;
+        if (split_addr(s, &host, &port) < 0) return NULL;
+        PyObject *t = host_port_tuple(host, port);
+        Py_DECREF(host);
+        Py_DECREF(port);
+        return t;
     }
-    return t;
+    ac_ent_t *e = addr_entry(s);
+    if (e == NULL) return NULL;
+    if (e->tup == NULL && (e->tup = host_port_tuple(e->host, e->port)) == NULL) return NULL;
+    return Py_NewRef(e->tup);
 }
 
 /* unquote_to_bytes(path).decode("utf-8", "replace") */
@@ -1229,8 +1256,8 @@ static PyObject *gw_asgi_scope(PyObject *self, PyObject *const *args, Py_ssize_t
         || PyDict_SetItem(sc, K_raw_path, path) < 0
         || PyDict_SetItem(sc, K_query_string, query) < 0
         || set_new(sc, K_headers, gw_asgi_headers(NULL, headers)) < 0
-        || set_new(sc, K_client, host_port_cached(peer, &c_apeer, &c_apeer_t)) < 0
-        || set_new(sc, K_server, host_port_cached(server, &c_aserver, &c_aserver_t)) < 0
+        || set_new(sc, K_client, host_port_cached(peer)) < 0
+        || set_new(sc, K_server, host_port_cached(server)) < 0
         || set_new(sc, K_state, PyDict_Copy(state)) < 0
         || set_new(sc, K_extensions, PyDict_New()) < 0) {
         Py_DECREF(sc);
@@ -1959,9 +1986,7 @@ static void gw_free(void *unused)
     Py_CLEAR(env_tmpl.dict);
     Py_CLEAR(scope_tmpl.base);
     Py_CLEAR(scope_tmpl.dict);
-    Py_CLEAR(c_server); Py_CLEAR(c_server_host); Py_CLEAR(c_server_port);
-    Py_CLEAR(c_peer); Py_CLEAR(c_peer_host); Py_CLEAR(c_peer_port);
-    Py_CLEAR(c_apeer); Py_CLEAR(c_apeer_t); Py_CLEAR(c_aserver); Py_CLEAR(c_aserver_t);
+    ac_clear();
     Py_CLEAR(g_deque);
     Py_CLEAR(g_enter_task);
     Py_CLEAR(g_leave_task);
