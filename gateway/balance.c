@@ -19,7 +19,9 @@ gw_worker_t *gw_balance_pick(gw_balance_mode_t mode, gw_worker_t *workers,
     for (unsigned k = 0; k < n; k++) {
         unsigned i = (start + k) % n;
         gw_worker_t *w = &workers[i];
-        if (w->state != GW_WORKER_READY || w->inflight >= max_inflight)
+        unsigned cap = max_inflight ? max_inflight
+                     : w->capacity > GW_INFLIGHT_AUTO ? w->capacity : GW_INFLIGHT_AUTO;
+        if (w->state != GW_WORKER_READY || w->inflight >= cap)
             continue;
         /* all its threads busy: more only while it is fast (prefetch) */
         if (w->capacity && w->inflight >= w->capacity && !(w->svc_avg < prefetch_s))

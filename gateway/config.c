@@ -68,8 +68,9 @@ static const opt_t options[] = {
       "Load the app once before forking (workers share its pages copy-on-write): a "
       "native app in the master, a Python app in a zygote process that forks the workers "
       "(gc.freeze() first). Without it each worker loads the app after fork." },
-    { "max-inflight", 0, "N", OPT_UINT, OFF(max_inflight), "100", 1, 65536,
-      "Requests one worker may have in flight at once." },
+    { "max-inflight", 0, "N", OPT_UINT, OFF(max_inflight), "0", 0, 65536,
+      "Requests one worker may have in flight at once. 0 (auto): 100, or more for a "
+      "worker that runs more at once (Python ASGI and gevent: --worker-connections)." },
     { "prefetch-ms", 0, "MS", OPT_UINT, OFF(prefetch_ms), "1", 0, 60000,
       "A worker that runs a fixed number of requests at once (a Python sync worker 1, "
       "--threads N) gets more than that, up to --max-inflight, only while its recent "
@@ -168,7 +169,8 @@ static const opt_t options[] = {
       "imported and runs up to --worker-connections greenlets (Debian's python3-gevent). "
       "ASGI apps always run on an asyncio loop." },
     { "worker-connections", 0, "N", OPT_UINT, OFF(worker_connections), "1000", 1, 65536,
-      "Python ASGI: most requests one worker runs at once (also capped by --max-inflight)." },
+      "Python ASGI: most requests one worker runs at once (an explicit --max-inflight caps it "
+      "too)." },
     { "ksm", 0, NULL, OPT_FLAG, OFF(ksm), NULL, 0, 0,
       "With --preload: mark the preloaded app's memory mergeable (KSM), so pages the "
       "workers copied only to update reference counts are merged back by the kernel. "

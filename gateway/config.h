@@ -16,6 +16,9 @@
 #define GW_SERVER_HEADER  "gateway/" GW_VERSION_STRING
 #define GW_MAX_WORKERS    1024
 #define GW_MAX_BINDS      32
+/* --max-inflight 0 (auto): a worker's in-flight cap is this, or its READY.capacity
+ * when larger (an ASGI or gevent worker's --worker-connections). */
+#define GW_INFLIGHT_AUTO  100
 
 typedef enum {
     GW_BALANCE_LEASTCONN = 0,

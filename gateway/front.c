@@ -1394,7 +1394,7 @@ void gw_front_worker_lost(gw_worker_t *w)
     free(list);
     w->inflight = 0;
     gw_streams_free(&w->streams);
-    gw_streams_init(&w->streams, gw.cfg.max_inflight);
+    gw_streams_init(&w->streams, gw.cfg.max_inflight ? gw.cfg.max_inflight : GW_INFLIGHT_AUTO);
 }
 
 /* ---- accepting ---- */

@@ -112,7 +112,8 @@ struct gw_worker_s {
 };
 
 /* Pick a READY worker for a new request, NULL if none may take it.
- * A worker may take requests up to max_inflight, except that one with a
+ * A worker may take requests up to max_inflight (0: GW_INFLIGHT_AUTO, or its
+ * capacity if larger: an event-loop worker's connection limit), except that one with a
  * capacity (READY.capacity: threads, ...) takes more than its capacity only
  * while its average service time is under prefetch_s (0: never): a slow
  * worker never has a request waiting inside it; those wait in the front.

@@ -586,7 +586,7 @@ static int slot_init(unsigned i)
     gwp_buf_init(&w->out);
     gwp_decoder_init(&w->dec, 0);
     ev_init(&w->timer, worker_on_timer);
-    return gw_streams_init(&w->streams, gw.cfg.max_inflight);
+    return gw_streams_init(&w->streams, gw.cfg.max_inflight ? gw.cfg.max_inflight : GW_INFLIGHT_AUTO);
 }
 
 /*

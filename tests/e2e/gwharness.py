@@ -10,6 +10,7 @@ import calendar
 import ctypes
 import hashlib
 import http.client
+import json
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("GW_E2E_BUILD", os.path.join(ROOT, "build"))
 GATEWAY = os.path.join(BUILD, "gateway")
+GATEWAYCTL = os.path.join(BUILD, "gatewayctl")
 EXAMPLES = os.path.join(BUILD, "examples")
 
 READY_TIMEOUT = 10.0
@@ -675,6 +677,13 @@ class Gateway:
 
     def rss_kb(self, pid=None):
         return rss_kb(pid or self.pid)
+
+    def status(self):
+        """`gatewayctl status --json`, parsed."""
+        p = subprocess.run([GATEWAYCTL, "-s", self.ctl_path, "status", "--json"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        assert p.returncode == 0 and not p.stderr, (p.returncode, p.stderr)
+        return json.loads(p.stdout)
 
     # ---- clients
 

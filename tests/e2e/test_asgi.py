@@ -205,11 +205,6 @@ def test_asgi_interface_auto_vs_forced_wsgi(gateway, tmp_dir):
     assert gw2.worker_pids() == [pid]
 
 
-def _status(gw):
-    from test_ctl import status
-    return status(gw)
-
-
 def _concurrent_tasks(gw, prefix, n, ms):
     """n /task requests at once, each on its own connection: every one
     starts with the ContextVar unset, ends with its own value and keeps one
@@ -250,8 +245,8 @@ def test_asgi_request_task_and_context(gateway, tmp_dir):
     # the heartbeat's task count: the app's own background tasks only
     r = gw.get("/bgtask?ms=2500")
     assert r.status == 200, r
-    wait_until(lambda: _status(gw)["workers"][0]["tasks"] == 1, 4.0, what="tasks == 1")
-    wait_until(lambda: _status(gw)["workers"][0]["tasks"] == 0, 6.0, what="tasks == 0")
+    wait_until(lambda: gw.status()["workers"][0]["tasks"] == 1, 4.0, what="tasks == 1")
+    wait_until(lambda: gw.status()["workers"][0]["tasks"] == 0, 6.0, what="tasks == 0")
 
 
 def test_asgi_queued_requests_start_in_a_fresh_context(gateway, tmp_dir):
@@ -262,6 +257,31 @@ def test_asgi_queued_requests_start_in_a_fresh_context(gateway, tmp_dir):
                  env=env_for(tmp_dir))
     gw.wait_workers(1)
     _concurrent_tasks(gw, "q", 6, 200)
+
+
+@pytest.mark.parametrize("opts,conns,inflight", [
+    ((), 130, 130),                         # auto: the worker's 1000, not 100
+    (("--worker-connections", "110"), 130, 110),
+    (("--max-inflight", "20"), 30, 20),     # explicit: caps every worker
+])
+def test_asgi_in_flight_cap_follows_worker_connections(gateway, tmp_dir, opts, conns,
+                                                       inflight):
+    """--max-inflight defaults to auto: an ASGI worker may have as many
+    requests in flight as its --worker-connections (Gunicorn's meaning for
+    async workers), not only the 100 a native worker gets; the rest wait in
+    the front's queue. An explicit --max-inflight still caps it."""
+    gw = gateway("py:asgi_app:app", *opts, workers=1, env=env_for(tmp_dir))
+    gw.wait_workers(1)
+    cs = [gw.raw(build_request("GET", "/task?v=c&ms=1500")) for _ in range(conns)]
+
+    def full():
+        st = gw.status()
+        return st if st["workers"][0]["inflight"] == inflight else None
+    st = wait_until(full, 5.0, what="%d requests in flight" % inflight)
+    assert st["totals"]["queued"] == conns - inflight, st["totals"]
+    for c in cs:
+        r = c.read_response()
+        assert r.status == 200 and json.loads(r.body)["var_at_start"] == "unset", r
 
 
 def test_asgi_anyio_and_self_cancel(gateway, tmp_dir):

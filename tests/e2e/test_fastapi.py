@@ -11,13 +11,11 @@ The app reports through files in $GW_TEST_DIR (the tmp_dir fixture).
 """
 import json
 import os
-import subprocess
 import threading
 
-from gwharness import BUILD, build_request, env_for, read_gated_stream, read_lines, wait_lines
+from gwharness import build_request, env_for, read_gated_stream, read_lines, wait_lines
 
 APP = "py:fastapi_app:app"
-GATEWAYCTL = os.path.join(BUILD, "gatewayctl")
 
 
 def call(c, method, target, headers=(), body=None):
@@ -167,10 +165,7 @@ def test_fastapi_sync_endpoint_runs_coroutine_on_worker_loop(gateway, tmp_dir):
     assert sorted(loops) == pids, "4 workers must answer: %r vs %r" % (sorted(loops), pids)
     assert all(len(v) == 1 for v in loops.values()), loops
     assert len({(p, next(iter(v))) for p, v in loops.items()}) == 4
-    p = subprocess.run([GATEWAYCTL, "-s", gw.ctl_path, "status", "--json"],
-                       capture_output=True, timeout=10)
-    assert p.returncode == 0, p.stderr
-    rows = json.loads(p.stdout)["workers"]
+    rows = gw.status()["workers"]
     reported = {w["pid"]: w["loop"] for w in rows}
     assert sorted(reported) == pids, rows
     for pid, ls in loops.items():

@@ -117,6 +117,34 @@ START_TEST(capacity_bounds_slow_workers)
 }
 END_TEST
 
+START_TEST(auto_inflight_follows_capacity)
+{
+    unsigned cursor = 0;
+    setup_workers(2);
+    ws[1].state = GW_WORKER_BACKOFF;
+    /* max_inflight 0 (auto), no capacity (native): GW_INFLIGHT_AUTO */
+    ws[0].inflight = GW_INFLIGHT_AUTO - 1;
+    ck_assert_ptr_nonnull(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 0, 0.0, &cursor));
+    ws[0].inflight = GW_INFLIGHT_AUTO;
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 0, 0.0, &cursor));
+    /* a small capacity (threads) does not lower the auto cap when it is fast */
+    ws[0].capacity = 4;
+    ws[0].inflight = GW_INFLIGHT_AUTO - 1;
+    ck_assert_ptr_nonnull(gw_balance_pick(GW_BALANCE_LEASTCONN, ws, 2, 0, 0.002, &cursor));
+    /* an event loop's connection limit above it raises it (ASGI, gevent) */
+    ws[0].capacity = 1000;
+    ws[0].inflight = 999;
+    ck_assert_ptr_nonnull(gw_balance_pick(GW_BALANCE_RR, ws, 2, 0, 0.0, &cursor));
+    ws[0].inflight = 1000;
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 2, 0, 0.0, &cursor));
+    /* an explicit max_inflight caps it */
+    ws[0].inflight = 20;
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 2, 20, 0.0, &cursor));
+    ws[0].inflight = 19;
+    ck_assert_ptr_nonnull(gw_balance_pick(GW_BALANCE_RR, ws, 2, 20, 0.0, &cursor));
+}
+END_TEST
+
 START_TEST(streams_put_get_del)
 {
     gw_streams_t t;
@@ -175,6 +203,7 @@ static Suite *balance_suite(void)
     tcase_add_test(tc, leastconn_avoids_busy);
     tcase_add_test(tc, none_eligible);
     tcase_add_test(tc, capacity_bounds_slow_workers);
+    tcase_add_test(tc, auto_inflight_follows_capacity);
     suite_add_tcase(s, tc);
     tc = tcase_create("streams");
     tcase_add_test(tc, streams_put_get_del);

@@ -233,7 +233,7 @@ START_TEST(precedence)
     ck_assert_int_eq(parse(&cfg, a), 0);
     ck_assert_uint_eq(cfg.workers, 2);
     ck_assert_int_eq(cfg.backlog, 10);
-    ck_assert_uint_eq(cfg.max_inflight, 100);          /* default */
+    ck_assert_uint_eq(cfg.max_inflight, 0);            /* default: auto */
     ck_assert_uint_eq(cfg.nbinds, 2);
     /* WEB_CONCURRENCY over the file */
     setenv("WEB_CONCURRENCY", "3", 1);
