@@ -1047,34 +1047,6 @@ static void conn_process(gw_conn_t *c)
 
 /* ---- responses from workers ---- */
 
-/* RFC 9110 tchar, for checking response field names from workers. */
-static const uint8_t tchar[256] = {
-    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
-    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
-    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
-    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
-    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
-    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
-};
-
-static int valid_field(const gwp_header_t *h)
-{
-    if (h->name.len == 0) return 0;
-    for (size_t i = 0; i < h->name.len; i++)
-        if (!tchar[(unsigned char)h->name.ptr[i]]) return 0;
-    for (size_t i = 0; i < h->value.len; i++) {
-        unsigned char ch = (unsigned char)h->value.ptr[i];
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return 0;
-    }
-    return 1;
-}
-
 /* What the front does with a response field from a worker. */
 enum { HF_PASS = 0, HF_DROP, HF_LENGTH, HF_SERVER, HF_DATE };
 
@@ -1233,7 +1205,7 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
     int has_server = 0, has_date = 0;
     for (uint32_t i = 0; i < resp->nheaders; i++) {
         const gwp_header_t *hd = &resp->headers[i];
-        if (!valid_field(hd)) { resp_bad(r, "invalid header field"); return; }
+        if (!gwp_header_valid(hd)) { resp_bad(r, "invalid header field"); return; }
         int cls = resp_class[i] = (uint8_t)header_class(&hd->name);
         if (cls == HF_LENGTH) {
             uint64_t v = 0;

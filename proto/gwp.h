@@ -73,6 +73,12 @@ typedef struct {
     gwp_str_t value;
 } gwp_header_t;
 
+/* 1 if h may go on the HTTP wire as a response field: the name a non-empty
+ * RFC 9110 token, the value free of control bytes other than HTAB (no CR,
+ * LF, NUL). The master refuses a RESPONSE with any other field (502); the
+ * Python runtime checks the same before encoding, so the app gets the error. */
+int gwp_header_valid(const gwp_header_t *h);
+
 typedef struct {
     uint8_t  version;
     uint8_t  type;

@@ -309,11 +309,18 @@ def test_asgi_anyio_and_self_cancel(gateway, tmp_dir):
 
 @pytest.mark.allow_log(r"error handling GET /badheader|Traceback|^  |^TypeError|^ValueError")
 def test_asgi_bad_response_header_is_500(gateway, tmp_dir):
-    """A header the protocol cannot carry (an int value) fails the app's
-    send(): the client gets 500 at once, not a hung request."""
+    """A header the protocol cannot carry (an int value), or one the master
+    would refuse (a control byte, a name that is not a token), fails the
+    app's send(): the client gets 500 at once (not a hung request, not a
+    502), and the error log says which header."""
     gw = gateway("py:asgi_app:app", "--timeout", "30", workers=1, env=env_for(tmp_dir))
-    t0 = time.monotonic()
-    r = gw.get("/badheader", timeout=8)
-    assert r.status == 500 and time.monotonic() - t0 < 3, r
+    for q, why in (("", "must be bytes or str"), ("?ctl", "control byte in its value"),
+                   ("?name", "not an RFC 9110 token")):
+        t0 = time.monotonic()
+        r = gw.get("/badheader" + q, timeout=8)
+        assert r.status == 500 and time.monotonic() - t0 < 3, r
+        assert b"never" not in r.body, r
+        gw.wait_log(re.escape(why))
     r = gw.get("/pid")
     assert r.status == 200, r
+    assert "bad response" not in gw.log_text()

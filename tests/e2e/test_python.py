@@ -6,6 +6,8 @@ import hashlib
 import os
 import subprocess
 
+import pytest
+
 from gwharness import GATEWAY, build_request, env_for, worker_pid
 
 ENV = env_for()
@@ -53,6 +55,24 @@ def test_wsgi_streaming_and_error_keeps_worker(gateway):
     assert r.status == 500, r
     r = gw.get("/")
     assert r.status == 200 and worker_pid(r) == pid, "the worker must survive an app error"
+
+
+@pytest.mark.allow_log(r"Traceback|^  |^ValueError|error handling GET /badheader")
+def test_wsgi_header_the_master_would_refuse_is_500(gateway):
+    """PEP 3333: errors in the headers go to the app. A header with a control
+    byte in its value, or a name that is not a token, gives 500 with the
+    header named in the error log (not a 502 from the master), and the worker
+    keeps serving."""
+    gw = gateway("py:wsgi_app:app", workers=1, env=ENV)
+    pid = gw.wait_workers(1)[0]
+    for q, why in (("ctl", r"invalid response header b'X-Bad': control byte"),
+                   ("name", r"invalid response header name b'X Bad'")):
+        r = gw.get("/badheader?" + q)
+        assert r.status == 500 and b"never sent" not in r.body, r
+        gw.wait_log(why)
+    r = gw.get("/")
+    assert r.status == 200 and worker_pid(r) == pid, r
+    assert "bad response" not in gw.log_text()
 
 
 def test_python_import_errors_are_one_line(tmp_dir):

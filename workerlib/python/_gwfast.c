@@ -1369,6 +1369,21 @@ static int hdr_part(PyObject *o, gwp_str_t *s, PyObject **own)
 
 #define HSTACK 32
 
+/* The master would refuse the field (gwp_header_valid): raise here instead,
+ * while the app can still see it (PEP 3333: errors in headers are raised to
+ * the app), rather than have the client get a 502. Same text as _proto. */
+static void header_invalid(const gwp_header_t *h)
+{
+    PyObject *n = PyBytes_FromStringAndSize(h->name.ptr, (Py_ssize_t)h->name.len);
+    if (n == NULL) return;
+    gwp_header_t name_only = { h->name, { "", 0 } };
+    if (!gwp_header_valid(&name_only))
+        PyErr_Format(PyExc_ValueError, "invalid response header name %R: not an RFC 9110 token", n);
+    else
+        PyErr_Format(PyExc_ValueError, "invalid response header %R: control byte in its value", n);
+    Py_DECREF(n);
+}
+
 static PyObject *encode_response(uint32_t sid, uint32_t status, PyObject *headers, PyObject *body,
                                  int end);
 
@@ -1448,6 +1463,7 @@ static PyObject *encode_response(uint32_t sid, uint32_t status, PyObject *header
         Py_DECREF(v);
         if (rc < 0) goto done;
         nown++;
+        if (!gwp_header_valid(&hs[i])) { header_invalid(&hs[i]); goto done; }
     }
     nh = i;
 

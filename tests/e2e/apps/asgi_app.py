@@ -24,7 +24,8 @@ Side channel: the directory in $GW_TEST_DIR (files the tests poll).
     /anyio          an anyio cancel scope and a task group across waits
     /selfcancel     cancels its own task, then waits (?catch=1: catches the
                     CancelledError and answers 200)
-    /badheader      a header value that is not bytes (the worker answers 500)
+    /badheader[?ctl|?name]  a header value that is not bytes, one with a
+                    control byte, a name that is not a token (500 each)
     /bgtask?ms=M    starts a background task (asyncio) sleeping M ms
 """
 import contextvars
@@ -195,8 +196,10 @@ async def app(scope, receive, send):
         return await _respond(send, 200, b"not cancelled")
 
     if path == "/badheader":
+        bad = {"ctl": (b"x-bad", b"a\x01b"), "name": (b"x bad", b"v")}.get(
+            _s(scope["query_string"]), (b"x-n", 5))
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"x-n", 5)]})
+                    "headers": [bad]})
         await send({"type": "http.response.body", "body": b"never"})
         return
 

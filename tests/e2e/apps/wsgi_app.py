@@ -4,6 +4,8 @@
     /echo    method, path, query, selected environ keys and the body
     /stream  a generator yielding 3 chunks
     /error   raises an exception (the worker answers 500)
+    /badheader?ctl|name  a header the master would refuse: a control byte in
+             its value, or a name that is not a token (the worker answers 500)
 """
 import os
 
@@ -41,5 +43,10 @@ def app(environ, start_response):
         return _stream()
     if path == "/error":
         raise RuntimeError("intentional error from /error")
+    if path == "/badheader":
+        bad = (("X Bad", "v") if environ["QUERY_STRING"] == "name"
+               else ("X-Bad", "a\x01b"))
+        start_response("200 OK", [("Content-Type", "text/plain"), bad])
+        return [b"never sent"]
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"Not Found\n"]

@@ -7,6 +7,7 @@ Self-contained: stdlib + msgpack (Debian's python3-msgpack, C extension).
 
 import collections
 import os
+import re
 import struct
 import sys
 from urllib.parse import unquote_to_bytes
@@ -421,6 +422,22 @@ def _hb(v):
     return bytes(v)
 
 
+# What the master puts on the HTTP wire (gwp_header_valid in proto/gwp.c):
+# the name an RFC 9110 token, the value without control bytes but HTAB.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _field(n, v):
+    n = _hb(n)
+    v = _hb(v)
+    if not _TOKEN.match(n):
+        raise ValueError("invalid response header name %r: not an RFC 9110 token" % (n,))
+    if _CTL.search(v):
+        raise ValueError("invalid response header %r: control byte in its value" % (n,))
+    return (n, v)
+
+
 def _frame(ftype, flags, sid, payload):
     n = len(payload)
     if n > CAP:
@@ -429,7 +446,7 @@ def _frame(ftype, flags, sid, payload):
 
 
 def response(sid, status, headers, body, end):
-    m = {"status": status, "headers": [(_hb(n), _hb(v)) for n, v in headers]}
+    m = {"status": status, "headers": [_field(n, v) for n, v in headers]}
     if body:
         m["body"] = body
     return _frame(RESPONSE, F_END if end else 0, sid, _pack(m))

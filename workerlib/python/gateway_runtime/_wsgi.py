@@ -403,14 +403,19 @@ class WsgiWorker(StreamFrames):
             body = result[0]
             if body.__class__ is bytes and len(body) <= st.credit \
                     and len(body) <= self.max_body:
-                n = len(body)
-                st.credit -= n
-                c.sent_bytes[0] = n
-                status[2] = True
-                out.append(codec.response(st.sid, status[0], status[1], body,
-                                          True))
-                self.ended(st, c, environ, req_obj, out)
-                return
+                try:
+                    frame = codec.response(st.sid, status[0], status[1], body,
+                                           True)
+                except Exception:
+                    frame = None    # finish() raises it again, as an app error
+                if frame is not None:
+                    n = len(body)
+                    st.credit -= n
+                    c.sent_bytes[0] = n
+                    status[2] = True
+                    out.append(frame)
+                    self.ended(st, c, environ, req_obj, out)
+                    return
         self.finish(st, c, result, True, environ, req_obj, out)
 
     def app_error(self, st):
