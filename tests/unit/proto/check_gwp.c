@@ -611,6 +611,31 @@ START_TEST(test_oversize_length)
 }
 END_TEST
 
+static int field_ok(const char *n, size_t nl, const char *v, size_t vl)
+{
+    gwp_header_t h = { { n, nl }, { v, vl } };
+    return gwp_header_valid(&h);
+}
+
+START_TEST(test_header_valid)
+{
+    /* every byte, as a one-byte name and inside a value */
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        int tok = (b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z')
+                  || (b && strchr("!#$%&'*+-.^_`|~", b) != NULL);
+        ck_assert_int_eq(field_ok(&c, 1, "v", 1), tok);
+        char v[3] = { 'a', c, 'b' };
+        int vok = b == '\t' || (b >= 0x20 && b != 0x7f);
+        ck_assert_int_eq(field_ok("X", 1, v, 3), vok);
+    }
+    ck_assert_int_eq(field_ok("", 0, "v", 1), 0);                  /* empty name */
+    ck_assert_int_eq(field_ok("X-A", 3, "", 0), 1);                /* empty value */
+    ck_assert_int_eq(field_ok("X-A", 3, "a\r\nSet-Cookie: x", 17), 0);
+    ck_assert_int_eq(field_ok("Set-Cookie", 10, "a=b; Path=/; \xe9", 14), 1);
+}
+END_TEST
+
 START_TEST(test_bad_header)
 {
     gwp_buf_t b;
@@ -1453,6 +1478,7 @@ Suite *gwp_suite(void)
     tcase_add_test(tc, test_truncated_every_offset);
     tcase_add_test(tc, test_oversize_length);
     tcase_add_test(tc, test_bad_header);
+    tcase_add_test(tc, test_header_valid);
     tcase_add_test(tc, test_bad_payload);
     tcase_add_test(tc, test_bad_request_fields);
     tcase_add_test(tc, test_deep_nesting);
