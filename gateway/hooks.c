@@ -77,6 +77,13 @@ int gw_hooks_load(void)
     hooks_reg = reg;
     gwl__hooks_set_extra(reg);
     gw_info("hooks loaded: %s:%s", path, symbol);
+    /* Python workers are forked from the zygote, an exec'd interpreter that
+     * never had this library: say so rather than drop the hooks silently. */
+    char names[256];
+    if (gw.python && gwl__worker_hooks(reg, names, sizeof(names)) > 0)
+        gw_warn("hooks: %s registers worker-side hooks (%s), which do not run in Python "
+                "workers (they fork from the zygote, not from the master); use a Python "
+                "config module (-c FILE.py) for those", path, names);
     return 0;
 }
 

@@ -240,6 +240,35 @@ const char *gwl_hook_name(gwl_hook_kind_t kind)
     return hook_names[kind];
 }
 
+/* Hooks that run inside a worker process, not in the master. */
+static const unsigned char worker_side[GWL_HOOK_COUNT] = {
+    [GWL_HOOK_POST_FORK] = 1, [GWL_HOOK_POST_WORKER_INIT] = 1, [GWL_HOOK_WORKER_INT] = 1,
+    [GWL_HOOK_WORKER_ABORT] = 1, [GWL_HOOK_PRE_REQUEST] = 1, [GWL_HOOK_POST_REQUEST] = 1,
+};
+
+size_t gwl__worker_hooks(const gwl_app_t *app, char *names, size_t size)
+{
+    size_t n = 0, off = 0;
+    if (size) names[0] = '\0';
+    if (app == NULL) return 0;
+    for (int k = 0; k < GWL_HOOK_COUNT; k++) {
+        if (!worker_side[k] || app->lc[k].n == 0) continue;
+        n++;
+        if (off < size)
+            off += (size_t)snprintf(names + off, size - off, "%s%s", off ? ", " : "",
+                                    hook_names[k]);
+    }
+    const char *more[2] = { app->startup.n ? "startup" : NULL,
+                            app->shutdown.n ? "shutdown" : NULL };
+    for (int i = 0; i < 2; i++) {
+        if (!more[i]) continue;
+        n++;
+        if (off < size)
+            off += (size_t)snprintf(names + off, size - off, "%s%s", off ? ", " : "", more[i]);
+    }
+    return n;
+}
+
 int gwl_on_hook(gwl_app_t *app, gwl_hook_kind_t kind, gwl_hook_fn fn, void *data)
 {
     if (app == NULL || fn == NULL || (int)kind < 0 || kind >= GWL_HOOK_COUNT) {

@@ -54,5 +54,9 @@ int gwl__worker_main(gwl_app_t *app, int chan_fd, const gwl__worker_opts_t *opts
  */
 void gwl__hooks_set_extra(gwl_app_t *extra);
 void gwl__hooks_run(const gwl_app_t *app, const gwl_hook_info_t *info);
+/* How many kinds of worker-side hooks app registered (post_fork, post_worker_init,
+ * worker_int, worker_abort, pre_request, post_request, startup, shutdown);
+ * their names, comma-separated, in names (truncated to size). */
+size_t gwl__worker_hooks(const gwl_app_t *app, char *names, size_t size);
 
 #endif /* GWL_INT_H */

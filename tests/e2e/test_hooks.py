@@ -167,6 +167,26 @@ def test_hooks_library_with_other_app(gateway, tmp_dir):
         assert first(ev, "worker_exit", pid=w) < first(ev, "child_exit", wpid=w)
 
 
+@pytest.mark.allow_log(r"\[warning\].*registers worker-side hooks")
+def test_hooks_library_with_a_python_app_warns(gateway, tmp_dir):
+    """Python workers fork from the zygote, which never loaded the --hooks
+    library: its master-side hooks run, and the worker-side ones it
+    registered are named in one warning at start (not dropped silently)."""
+    log = os.path.join(tmp_dir, "hooks.log")
+    gw = gateway("py:wsgi_app:app", "--hooks", HOOKS_SO, workers=1,
+                 env=h.env_for(GW_HOOKS_LOG=log))
+    r = gw.get("/")
+    assert r.status == 200 and r.body == b"Hello, World!", r
+    warn = [ln for ln in gw.log_lines() if "registers worker-side hooks" in ln]
+    assert len(warn) == 1, warn
+    for name in ("post_fork", "post_worker_init", "pre_request", "post_request"):
+        assert name in warn[0], warn
+    assert "-c FILE.py" in warn[0], warn
+    ev = read_hooks(log)
+    assert "on_starting" in names(ev) and "pre_fork" in names(ev), names(ev)
+    assert "post_fork" not in names(ev) and "pre_request" not in names(ev), names(ev)
+
+
 @pytest.mark.allow_log(r"\[critical\].*WORKER TIMEOUT", r"\[alert\].*signal")
 def test_hooks_worker_abort(gateway, tmp_dir):
     log = os.path.join(tmp_dir, "hooks.log")
