@@ -381,6 +381,23 @@ static void worker_spawn(gw_worker_t *w)
     int sv[2];
     w->zygote_wait = 0;
     if (gw_zygote_enabled() && !gw_zygote_ready()) goto wait_zygote;
+    if (gw_zygote_enabled()) {
+        /* A zygote spawn blocks the loop for its double fork (tens of ms
+         * with a big preloaded app; docs/design-notes.md). One per loop
+         * iteration: the rest wait for a 0 s timer, so clients are served
+         * between them rather than stalled for all (a reload's new
+         * generation, scale +N). ev_now() is fixed within an iteration. */
+        static ev_tstamp last_iter = -1;
+        if (ev_now(gw.loop) == last_iter) {
+            w->state = GW_WORKER_BACKOFF;
+            ev_timer_stop(gw.loop, &w->timer);
+            ev_timer_set(&w->timer, 0., 0.);
+            ev_timer_start(gw.loop, &w->timer);
+            gw_debug("worker %d: spawn deferred to the next loop iteration", w->slot);
+            return;
+        }
+        last_iter = ev_now(gw.loop);
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
         gw_error("worker %d: socketpair: %s; retrying", w->slot, strerror(errno));
         goto retry;

@@ -163,6 +163,31 @@ def test_killed_worker_is_forked_again_from_the_zygote(gateway, tmp_dir):
     assert gw.zygote_pids() == [z]
 
 
+def test_scale_up_forks_one_worker_per_loop_iteration(gateway, tmp_dir):
+    """`scale +3` asks the zygote for one worker per loop iteration (each
+    spawn blocks the loop for the zygote's double fork), so the front serves
+    clients in between; all three still come up, forked from the zygote."""
+    env = env_for(tmp_dir)
+    gw = gateway("py:preload_app:app", "--preload", "--log-level", "debug", workers=1,
+                 env=env)
+    z = zygote_pid(gw)
+    before = gw.wait_workers(1, timeout=10.0)
+    rc, out, err = ctl(gw, "scale", "+3")
+    assert rc == 0 and "1 -> 4" in out, (out, err)
+    after = gw.wait_workers(4, timeout=15.0)
+    assert set(before) < set(after)
+    deferred = gw.wait_log(r"worker \d+: spawn deferred to the next loop iteration", count=2)
+    assert len(deferred) >= 2, deferred
+    for pid in set(after) - set(before):
+        assert proc_stat(pid)[1] == gw.pid
+    assert read_pids(env["PRELOAD_IMPORT_LOG"]) == [z], "scaling up must not import again"
+    for _ in range(8):
+        assert gw.get("/").status == 200
+    rc, out, err = ctl(gw, "scale", "1")     # back to the channels the fd check expects
+    assert rc == 0, (out, err)
+    wait_until(lambda: len(gw.worker_pids()) == 1, 10.0, what="scaled back to 1")
+
+
 @pytest.mark.allow_log(r"zygote \(pid \d+\) killed by signal 9")
 def test_killed_zygote_is_restarted_and_workers_keep_serving(gateway, tmp_dir):
     env = env_for(tmp_dir)
