@@ -180,8 +180,8 @@ static gwp_response_t typical_response(void)
 /* One frame of every type, in type order. */
 static void encode_all(gwp_buf_t *b)
 {
-    gwp_hello_t h = { GWP_VERSION, 3, 7, GWP_MAX_PAYLOAD, GWP_DEFAULT_WINDOW, 1000 };
-    gwp_ready_t r = { GWP_VERSION, 4242, S("native"), S("libev/epoll") };
+    gwp_hello_t h = { GWP_VERSION, 3, 7, GWP_MAX_PAYLOAD, GWP_DEFAULT_WINDOW, 1000, 5 };
+    gwp_ready_t r = { GWP_VERSION, 4242, S("native"), S("libev/epoll"), 4 };
     gwp_request_t q = typical_request();
     gwp_response_t s = typical_response();
     gwp_heartbeat_t hb = { 10, 2, 1, 1 << 20, S("libev/epoll") };
@@ -205,8 +205,8 @@ static void encode_all(gwp_buf_t *b)
 START_TEST(test_hello_roundtrip)
 {
     gwp_hello_t in[2] = {
-        { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX },
-        { 0, 0, 0, 0, 1, 0 },
+        { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX },
+        { 0, 0, 0, 0, 1, 0, 0 },
     };
     for (int i = 0; i < 2; i++) {
         gwp_buf_t b; gwp_decoder_t d; gwp_msg_t m;
@@ -230,7 +230,7 @@ START_TEST(test_ready_roundtrip)
     int64_t pids[] = { INT64_MIN, -1, 0, 1, 127, 128, 65536, INT64_MAX };
     for (size_t i = 0; i < sizeof pids / sizeof pids[0]; i++) {
         gwp_ready_t in = { i == 0 ? 0 : UINT32_MAX, pids[i], { "", 0 },
-                           { big, i * 10000 % sizeof big } };
+                           { big, i * 10000 % sizeof big }, i == 0 ? 0 : UINT32_MAX };
         gwp_buf_t b; gwp_decoder_t d; gwp_msg_t m;
         gwp_buf_init(&b); gwp_decoder_init(&d, 0);
         ck_assert_int_eq(gwp_encode_ready(&b, &in), 0);
@@ -240,6 +240,7 @@ START_TEST(test_ready_roundtrip)
         ck_assert(m.u.ready.pid == pids[i]);
         ck_str(m.u.ready.runtime, "");
         ck_assert(str_eq(m.u.ready.loop, in.loop));
+        ck_assert_uint_eq(m.u.ready.capacity, in.capacity);
         gwp_buf_free(&b); gwp_decoder_done(&d);
     }
 }
@@ -484,7 +485,7 @@ START_TEST(test_encode_rejects)
 
     gwp_request_t q = typical_request();
     gwp_response_t s = typical_response();
-    gwp_hello_t h = { GWP_VERSION, 0, 0, 0, 0, 0 };
+    gwp_hello_t h = { GWP_VERSION, 0, 0, 0, 0, 0, 0 };
     ck_assert_int_eq(gwp_encode_request(&b, 0, 0, &q), -EINVAL);
     ck_assert_int_eq(gwp_encode_request(&b, 1, 0x0002, &q), -EINVAL);
     q.http_minor = 2;
@@ -642,7 +643,7 @@ START_TEST(test_bad_header)
     gwp_buf_init(&b);
     ck_assert_int_eq(gwp_encode_window(&b, 1, 10), 0);
     size_t wlen = b.len;
-    gwp_hello_t h = { GWP_VERSION, 0, 0, 0, 1, 0 };
+    gwp_hello_t h = { GWP_VERSION, 0, 0, 0, 1, 0, 0 };
     ck_assert_int_eq(gwp_encode_hello(&b, &h), 0);
     struct { size_t at; uint8_t byte; int hello; const char *why; } cases[] = {
         { 0, 0, 0, "version" }, { 0, 2, 0, "version" }, { 0, 255, 0, "version" },
