@@ -20,6 +20,7 @@ gw_worker_t *gw_balance_pick(gw_balance_mode_t mode, gw_worker_t *workers,
         unsigned i = (start + k) % n;
         gw_worker_t *w = &workers[i];
         unsigned cap = max_inflight ? max_inflight
+                     : w->capacity > GW_INFLIGHT_MAX ? GW_INFLIGHT_MAX
                      : w->capacity > GW_INFLIGHT_AUTO ? w->capacity : GW_INFLIGHT_AUTO;
         if (w->state != GW_WORKER_READY || w->inflight >= cap)
             continue;

@@ -68,7 +68,7 @@ static const opt_t options[] = {
       "Load the app once before forking (workers share its pages copy-on-write): a "
       "native app in the master, a Python app in a zygote process that forks the workers "
       "(gc.freeze() first). Without it each worker loads the app after fork." },
-    { "max-inflight", 0, "N", OPT_UINT, OFF(max_inflight), "0", 0, 65536,
+    { "max-inflight", 0, "N", OPT_UINT, OFF(max_inflight), "0", 0, GW_INFLIGHT_MAX,
       "Requests one worker may have in flight at once. 0 (auto): 100, or more for a "
       "worker that runs more at once (Python ASGI and gevent: --worker-connections)." },
     { "prefetch-ms", 0, "MS", OPT_UINT, OFF(prefetch_ms), "1", 0, 60000,

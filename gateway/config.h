@@ -19,6 +19,7 @@
 /* --max-inflight 0 (auto): a worker's in-flight cap is this, or its READY.capacity
  * when larger (an ASGI or gevent worker's --worker-connections). */
 #define GW_INFLIGHT_AUTO  100
+#define GW_INFLIGHT_MAX   65536   /* --max-inflight's ceiling; auto never goes past it */
 
 typedef enum {
     GW_BALANCE_LEASTCONN = 0,

@@ -137,6 +137,12 @@ START_TEST(auto_inflight_follows_capacity)
     ck_assert_ptr_nonnull(gw_balance_pick(GW_BALANCE_RR, ws, 2, 0, 0.0, &cursor));
     ws[0].inflight = 1000;
     ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 2, 0, 0.0, &cursor));
+    /* a worker's claim past GW_INFLIGHT_MAX does not lift the cap further */
+    ws[0].capacity = UINT32_MAX;
+    ws[0].inflight = GW_INFLIGHT_MAX - 1;
+    ck_assert_ptr_nonnull(gw_balance_pick(GW_BALANCE_RR, ws, 2, 0, 0.0, &cursor));
+    ws[0].inflight = GW_INFLIGHT_MAX;
+    ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 2, 0, 0.0, &cursor));
     /* an explicit max_inflight caps it */
     ws[0].inflight = 20;
     ck_assert_ptr_null(gw_balance_pick(GW_BALANCE_RR, ws, 2, 20, 0.0, &cursor));
