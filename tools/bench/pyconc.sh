@@ -12,13 +12,13 @@
 #   sync_w2/w4/w8   -w N                                  | -w N -k sync
 #   gthread_2x4     -w 2 -k gthread --threads 4           | -w 2 -k gthread --threads 4
 #   gthread_4x4     -w 4 -k gthread --threads 4           | -w 4 -k gthread --threads 4
-#   gevent_w2       -w 2 -k gevent --worker-connections 1000 --max-inflight 1000
+#   gevent_w2       -w 2 -k gevent --worker-connections 1000
 #                                                         | -w 2 -k gevent --worker-connections 1000
-#   asgi_w2         -w 2 --worker-connections 1000 --max-inflight 1000 (ASGI app, detected)
+#   asgi_w2         -w 2 --worker-connections 1000 (ASGI app, detected)
 #                                                         | -w 2 -k uvicorn.workers.UvicornWorker
 #                   and a third row: python3 -m uvicorn --workers 2 (httptools + uvloop)
-#   --max-inflight 1000 (default 100) is passed for gevent and ASGI so that the front's
-#   per-worker cap is not what limits them at c256. sync/gthread keep the default 100.
+#   --max-inflight is left at auto: the front lets gevent and ASGI workers hold their
+#   --worker-connections (1000), so its cap is not what limits them at c256.
 #
 # Method:
 #   * one server at a time: start (setsid, so its PID is its process group), poll until it
@@ -247,9 +247,9 @@ case_cmd() {
     gunicorn:sync_w*)     CMD=("${gu[@]}" -w "${conf#sync_w}" -k sync "$mod") ;;
     gateway:gthread_*)    CMD=("${gw[@]}" -w "${conf:8:1}" -k gthread --threads "${conf:10:1}" "${gwx[@]}" "$mod") ;;
     gunicorn:gthread_*)   CMD=("${gu[@]}" -w "${conf:8:1}" -k gthread --threads "${conf:10:1}" "$mod") ;;
-    gateway:gevent_w2)    CMD=("${gw[@]}" -w 2 -k gevent --worker-connections 1000 --max-inflight 1000 "${gwx[@]}" "$mod") ;;
+    gateway:gevent_w2)    CMD=("${gw[@]}" -w 2 -k gevent --worker-connections 1000 "${gwx[@]}" "$mod") ;;
     gunicorn:gevent_w2)   CMD=("${gu[@]}" -w 2 -k gevent --worker-connections 1000 "$mod") ;;
-    gateway:asgi_w2)      CMD=("${gw[@]}" -w 2 --worker-connections 1000 --max-inflight 1000 "${gwx[@]}" "$mod") ;;
+    gateway:asgi_w2)      CMD=("${gw[@]}" -w 2 --worker-connections 1000 "${gwx[@]}" "$mod") ;;
     gunicorn:asgi_w2)     CMD=("${gu[@]}" -w 2 -k uvicorn.workers.UvicornWorker "$mod") ;;
     uvicorn:asgi_w2)      CMD=("$PY" -m uvicorn --app-dir "$APPS" --host 127.0.0.1 --port "$port" --workers 2
                                --http httptools --loop uvloop --no-access-log --log-level warning "$mod") ;;
