@@ -20,6 +20,8 @@
  * when larger (an ASGI or gevent worker's --worker-connections). */
 #define GW_INFLIGHT_AUTO  100
 #define GW_INFLIGHT_MAX   65536   /* --max-inflight's ceiling; auto never goes past it */
+/* The in-flight count to size a worker's stream table for (it grows past it). */
+#define GW_INFLIGHT_HINT(max_inflight) ((max_inflight) ? (max_inflight) : GW_INFLIGHT_AUTO)
 
 typedef enum {
     GW_BALANCE_LEASTCONN = 0,

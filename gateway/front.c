@@ -1179,6 +1179,14 @@ static void resp_bad(gw_req_t *r, const char *why)
     else conn_fail(c, 502, "bad response from the application", NULL);
 }
 
+/* The response counts as started (resp_bad then cuts instead of a 502). */
+static void resp_begin(gw_req_t *r, const gwp_response_t *resp)
+{
+    r->resp_started = 1;
+    r->status = (int)resp->status;
+    if (r->alog) alog_capture_response(r, resp);
+}
+
 void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
 {
     gw_req_t *r = stream_lookup(w, m);
@@ -1189,9 +1197,7 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
     gw_conn_t *c = r->conn;
     int end = (m->frame.flags & GWP_F_END) != 0;
     if (!c) {   /* the client is gone: nothing to check, nothing to send */
-        r->resp_started = 1;
-        r->status = (int)resp->status;
-        if (r->alog) alog_capture_response(r, resp);
+        resp_begin(r, resp);
         if (end) req_complete(r);
         return;
     }
@@ -1220,10 +1226,7 @@ void gw_front_on_response(gw_worker_t *w, const gwp_msg_t *m)
         } else if (cls == HF_SERVER) has_server = 1;
         else if (cls == HF_DATE) has_date = 1;
     }
-    /* Checked before it counts as started: a refused head still gets a 502. */
-    r->resp_started = 1;
-    r->status = (int)resp->status;
-    if (r->alog) alog_capture_response(r, resp);
+    resp_begin(r, resp);   /* only once checked: a refused head still gets a 502 */
     uint64_t length = 0;
     int known = 0;
     if (end) { length = resp->body.len; known = 1; }
@@ -1366,7 +1369,7 @@ void gw_front_worker_lost(gw_worker_t *w)
     free(list);
     w->inflight = 0;
     gw_streams_free(&w->streams);
-    gw_streams_init(&w->streams, gw.cfg.max_inflight ? gw.cfg.max_inflight : GW_INFLIGHT_AUTO);
+    gw_streams_init(&w->streams, GW_INFLIGHT_HINT(gw.cfg.max_inflight));
 }
 
 /* ---- accepting ---- */

@@ -603,7 +603,7 @@ static int slot_init(unsigned i)
     gwp_buf_init(&w->out);
     gwp_decoder_init(&w->dec, 0);
     ev_init(&w->timer, worker_on_timer);
-    return gw_streams_init(&w->streams, gw.cfg.max_inflight ? gw.cfg.max_inflight : GW_INFLIGHT_AUTO);
+    return gw_streams_init(&w->streams, GW_INFLIGHT_HINT(gw.cfg.max_inflight));
 }
 
 /*

@@ -31,7 +31,7 @@ PORT=${PORT:-18312}
 OUTDIR=${OUTDIR:-$HERE/results/callgrind-peer-$(date +%Y%m%d-%H%M%S)}
 
 die() { echo "callgrind_peer: $*" >&2; exit 1; }
-for t in valgrind curl setsid "$PY"; do
+for t in valgrind curl setsid ss "$PY"; do
     command -v "$t" >/dev/null 2>&1 || die "missing $t (run: tools/install-deps.sh bench)"
 done
 case "$PEER" in
@@ -46,36 +46,24 @@ ss -Hltn "sport = :$PORT" | grep -q . && die "port $PORT is in use"
 mkdir -p "$OUTDIR"
 export PYTHONDONTWRITEBYTECODE=1
 
+. "$HERE/lib.sh"   # group_pids, stop_group (120 s: valgrind is slow to write), wait_answer
 VPID=""
-stop() {   # SIGTERM to the group leader; valgrind is slow to write its files
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 1 1200); do
-        ps -eo pgid= | grep -qw "$pid" || break
-        sleep 0.1
-    done
-    ps -eo pgid= | grep -qw "$pid" && kill -KILL -- "-$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
-trap '[ -n "$VPID" ] && stop "$VPID"' EXIT
+trap '[ -n "$VPID" ] && stop_group "$VPID" "$PEER" 120' EXIT
 trap 'exit 130' INT TERM
 
 run_one() {   # N -> total Ir of every process of the run
-    local n=$1 dir="$OUTDIR/n$1" i body="" sum=0 f c
+    local n=$1 dir="$OUTDIR/n$1" why sum=0 f c
     mkdir -p "$dir"
     (cd "$HERE/apps" && exec setsid valgrind --tool=callgrind --trace-children=yes \
         --callgrind-out-file="$dir/callgrind.out.%p" "${CMD[@]}" \
         > "$dir/server.log" 2>&1 < /dev/null) &
     VPID=$!
-    for i in $(seq 1 600); do
-        body=$(curl -s --max-time 60 "http://127.0.0.1:$PORT/" 2>/dev/null) && break
-        sleep 0.2
-    done
-    [ "$body" = "Hello, World!" ] || { tail -20 "$dir/server.log" >&2; die "$PEER under valgrind did not answer"; }
+    why=$(START_TIMEOUT=120 wait_answer "$PORT" "$VPID" "Hello, World!") ||
+        { tail -20 "$dir/server.log" >&2; die "$PEER under valgrind: $why"; }
     sleep 1
     "$PY" "$HERE/kaclient.py" "$PORT" "$n" "$CONNS" > "$dir/client.txt" 2>&1 ||
         echo "  [problem] client: $(tail -1 "$dir/client.txt")" >&2
-    stop "$VPID"; VPID=""
+    stop_group "$VPID" "$PEER" 120; VPID=""
     for f in "$dir"/callgrind.out.*; do
         c=$(awk '/^summary:/ {print $2} /^totals:/ {print $2; exit}' "$f" | head -1)
         sum=$((sum + ${c:-0}))

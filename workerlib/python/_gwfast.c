@@ -1173,13 +1173,18 @@ static PyObject *host_port_tuple(PyObject *host, PyObject *port)
     return t;
 }
 
+/* "" and "unix" (a Unix socket) carry no address. */
+static int no_addr(PyObject *s)
+{
+    return PyUnicode_GET_LENGTH(s) == 0 || PyUnicode_CompareWithASCIIString(s, "unix") == 0;
+}
+
 /* split_hostport: "host:port" / "[v6]:port" -> (host, int port or None);
  * "" and "unix" -> None. The tuple is immutable, so the cache shares it. */
 static PyObject *host_port_cached(PyObject *s)
 {
-    if (PyUnicode_GET_LENGTH(s) == 0 || PyUnicode_CompareWithASCIIString(s, "unix") == 0)
-        return Py_NewRef(Py_None);
     if (!PyUnicode_CheckExact(s)) {
+        if (no_addr(s)) return Py_NewRef(Py_None);
         PyObject *host, *port;
         if (split_addr(s, &host, &port) < 0) return NULL;
         PyObject *t = host_port_tuple(host, port);
@@ -1187,9 +1192,11 @@ static PyObject *host_port_cached(PyObject *s)
         Py_DECREF(port);
         return t;
     }
-    ac_ent_t *e = addr_entry(s);
+    ac_ent_t *e = addr_entry(s);    /* the answer, None included, is cached */
     if (e == NULL) return NULL;
-    if (e->tup == NULL && (e->tup = host_port_tuple(e->host, e->port)) == NULL) return NULL;
+    if (e->tup == NULL
+        && (e->tup = no_addr(s) ? Py_NewRef(Py_None) : host_port_tuple(e->host, e->port)) == NULL)
+        return NULL;
     return Py_NewRef(e->tup);
 }
 
